@@ -1,0 +1,165 @@
+// Command whoami is the local cluster's test workload. It answers with its
+// pod name, the request it saw and the source address it saw, over
+// HTTP/1.1 and h2c (one port), raw TCP and UDP.
+//
+//	whoami [--http :8080] [--tcp :9000] [--udp :9001] [--name NAME]
+//
+// HTTP: GET any path returns a text report; /healthz returns 200 "ok";
+// ?status=N answers with that status; ?delay=DURATION waits first.
+// TCP: on connect it writes one report line, then echoes what it reads.
+// UDP: each datagram is answered with a report line followed by the payload.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+func main() {
+	httpAddr := flag.String("http", ":8080", "HTTP/1.1 + h2c listen address (empty to disable)")
+	tcpAddr := flag.String("tcp", ":9000", "TCP echo listen address (empty to disable)")
+	udpAddr := flag.String("udp", ":9001", "UDP echo listen address (empty to disable)")
+	name := flag.String("name", "", "name to report (default: $POD_NAME, else $HOSTNAME, else the hostname)")
+	flag.Parse()
+	if *name == "" {
+		*name = os.Getenv("POD_NAME")
+	}
+	if *name == "" {
+		*name = os.Getenv("HOSTNAME") // the pod name, as the kubelet sets it
+	}
+	if *name == "" {
+		*name, _ = os.Hostname()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	errc := make(chan error, 3)
+	var srv *http.Server
+	if *httpAddr != "" {
+		srv = &http.Server{
+			Addr:              *httpAddr,
+			Handler:           h2c.NewHandler(handler(*name), &http2.Server{}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		go func() { errc <- srv.ListenAndServe() }()
+	}
+	if *tcpAddr != "" {
+		l, err := net.Listen("tcp", *tcpAddr)
+		if err != nil {
+			log.Fatalf("whoami: tcp %s: %v", *tcpAddr, err)
+		}
+		go serveTCP(l, *name)
+	}
+	if *udpAddr != "" {
+		pc, err := net.ListenPacket("udp", *udpAddr)
+		if err != nil {
+			log.Fatalf("whoami: udp %s: %v", *udpAddr, err)
+		}
+		go serveUDP(pc, *name)
+	}
+	log.Printf("whoami %s: http %q tcp %q udp %q", *name, *httpAddr, *tcpAddr, *udpAddr)
+	select {
+	case <-ctx.Done():
+		log.Printf("whoami %s: terminating", *name)
+		if srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			log.Fatalf("whoami: %v", err)
+		}
+	}
+}
+
+func handler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			_, _ = io.WriteString(w, "ok\n")
+			return
+		}
+		if d := r.URL.Query().Get("delay"); d != "" {
+			dur, err := time.ParseDuration(d)
+			if err != nil {
+				http.Error(w, "delay: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			select {
+			case <-time.After(dur):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		status := http.StatusOK
+		if s := r.URL.Query().Get("status"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 100 || n > 599 {
+				http.Error(w, "status: want 100-599", http.StatusBadRequest)
+				return
+			}
+			status = n
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Whoami", name)
+		w.WriteHeader(status)
+		var b strings.Builder
+		fmt.Fprintf(&b, "Hostname: %s\n", name)
+		fmt.Fprintf(&b, "RemoteAddr: %s\n", r.RemoteAddr)
+		fmt.Fprintf(&b, "%s %s %s\n", r.Method, r.URL.RequestURI(), r.Proto)
+		fmt.Fprintf(&b, "Host: %s\n", r.Host)
+		keys := make([]string, 0, len(r.Header))
+		for k := range r.Header {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			for _, v := range r.Header[k] {
+				fmt.Fprintf(&b, "%s: %s\n", k, v)
+			}
+		}
+		_, _ = io.WriteString(w, b.String())
+	})
+}
+
+func serveTCP(l net.Listener, name string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer func() { _ = c.Close() }()
+			fmt.Fprintf(c, "Hostname: %s RemoteAddr: %s\n", name, c.RemoteAddr())
+			_, _ = io.Copy(c, bufio.NewReader(c))
+		}()
+	}
+}
+
+func serveUDP(pc net.PacketConn, name string) {
+	buf := make([]byte, 64*1024)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		reply := fmt.Appendf(nil, "Hostname: %s RemoteAddr: %s\n", name, addr)
+		_, _ = pc.WriteTo(append(reply, buf[:n]...), addr)
+	}
+}

@@ -1,0 +1,136 @@
+// Package tests holds Trellis's end-to-end suites. They run on the local
+// cluster (e2e/cluster) through the trellis-dev binary, exactly as a user
+// would, and need root. TestMain brings a fresh 3-node cluster up and the
+// last test takes it down and checks that nothing is left behind.
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellis-mesh/trellis/e2e/cluster"
+	"github.com/trellis-mesh/trellis/e2e/toolchain"
+)
+
+var (
+	bins  toolchain.Bins
+	state string
+	env   *cluster.Client
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		msg := "e2e: the local cluster needs root (network namespaces, nftables); run `sudo -E go tool task test:e2e`"
+		if os.Getenv("TRELLIS_E2E") == "required" {
+			fmt.Fprintln(os.Stderr, "FAIL:", msg)
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "SKIP:", msg)
+		return 0
+	}
+	ctx := context.Background()
+	wd, _ := os.Getwd()
+	root, err := toolchain.RepoRoot(wd)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if bins, err = toolchain.Ensure(ctx, root, func(f string, a ...any) { fmt.Printf("e2e: "+f+"\n", a...) }); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// A state folder of the suite's own keeps a user's cluster settings apart.
+	state = filepath.Join(os.TempDir(), "trellis-e2e-state")
+	if out, err := dev("down"); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: down before up: %v\n%s", err, out)
+		return 1
+	}
+	start := time.Now()
+	out, err := dev("up", "--nodes", "3")
+	fmt.Print(out)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cluster up: %v\n", err)
+		_, _ = dev("down")
+		return 1
+	}
+	fmt.Printf("e2e: cluster up in %s\n", time.Since(start).Round(100*time.Millisecond))
+	if env, err = cluster.Connect(state); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	// The last test takes the cluster down; if it did not run, do it here.
+	if st, _ := cluster.ReadStatus(state); st.Alive() {
+		if out, err := dev("down"); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: down: %v\n%s", err, out)
+			return 1
+		}
+	}
+	return code
+}
+
+// dev runs the trellis-dev binary against the suite's state folder and
+// returns its combined output.
+func dev(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins.Path("trellis-dev"), append([]string{"--state", state}, args...)...)
+	cmd.Env = append(os.Environ(), "TRELLIS_ROOT="+mustRoot())
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func mustRoot() string {
+	wd, _ := os.Getwd()
+	r, _ := toolchain.RepoRoot(wd)
+	return r
+}
+
+// eventually polls f until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval, bounded by the deadline above
+	}
+}
+
+// inPod runs argv inside a pod's network namespace and returns stdout.
+func inPod(ctx context.Context, ns, pod string, argv ...string) (string, error) {
+	cmd, err := env.Command(ctx, ns, pod, argv...)
+	if err != nil {
+		return "", err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// reportField extracts "Key: value" from a whoami report.
+func reportField(report, key string) string {
+	for _, l := range strings.Split(report, "\n") {
+		if v, ok := strings.CutPrefix(l, key+": "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
