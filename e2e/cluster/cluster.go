@@ -263,7 +263,7 @@ func (s *supervisor) start(ctx, kctx context.Context, kubeletDone chan struct{})
 	if err := ap.Apply(ctx, objs); err != nil {
 		return err
 	}
-	if err := waitDeploymentReady(ctx, cs, "kube-system", "coredns", 120*time.Second); err != nil {
+	if err := waitDeploymentReady(ctx, cs, "kube-system", "coredns", 120*time.Second, s.healthy); err != nil {
 		return fmt.Errorf("CoreDNS did not become ready: %w (see %s)", err, filepath.Join(cfg.StateDir, "pods"))
 	}
 	return nil
@@ -293,8 +293,7 @@ func (s *supervisor) startComponents() error {
 			"--controllers=" + strings.Join(kcmControllers, ","),
 			"--service-account-private-key-file=" + s.cp.pki.SAKey(),
 			"--root-ca-file=" + s.cp.pki.CA(),
-			"--use-service-account-credentials=false",
-			"--concurrent-endpointslice-syncs=5",
+			"--use-service-account-credentials=true",
 			"--endpointslice-updates-batch-period=0s",
 			"--v=1"}},
 		{Name: "kube-scheduler", Argv: []string{cfg.Bins.Path("kube-scheduler"),
@@ -356,6 +355,19 @@ func (s *supervisor) watch(ctx context.Context) error {
 	}
 }
 
+// healthy fails with the log tail of the first component that exited.
+func (s *supervisor) healthy() error {
+	if err := s.cp.Alive(); err != nil {
+		return err
+	}
+	for _, p := range s.procs {
+		if done, err := p.Exited(); done {
+			return fmt.Errorf("%s exited (%v):\n%s", p.name, err, tailLogs(s.cfg.StateDir, p.name))
+		}
+	}
+	return nil
+}
+
 // stop stops components, the control plane and the network, in that order.
 func (s *supervisor) stop() {
 	for _, p := range s.procs {
@@ -394,16 +406,33 @@ func registerNode(ctx context.Context, cs kubernetes.Interface, n node) error {
 		}},
 		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.37.1", OperatingSystem: "linux", Architecture: "amd64", ContainerRuntimeVersion: "trellis-dev://1"},
 	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	updated, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	if err != nil {
 		return fmt.Errorf("node %s status: %w", n.Name, err)
+	}
+	// The apiserver taints new nodes not-ready; the node lifecycle
+	// controller (not run here: there are no kubelet heartbeats to watch)
+	// would lift it once Ready, so do that.
+	var keep []corev1.Taint
+	for _, t := range updated.Spec.Taints {
+		if t.Key != corev1.TaintNodeNotReady {
+			keep = append(keep, t)
+		}
+	}
+	updated.Spec.Taints = keep
+	if _, err := cs.CoreV1().Nodes().Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("node %s taints: %w", n.Name, err)
 	}
 	return nil
 }
 
 // waitDeploymentReady polls until the Deployment has all replicas available.
-func waitDeploymentReady(ctx context.Context, cs kubernetes.Interface, ns, name string, timeout time.Duration) error {
+func waitDeploymentReady(ctx context.Context, cs kubernetes.Interface, ns, name string, timeout time.Duration, healthy func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
+		if err := healthy(); err != nil {
+			return err
+		}
 		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if err == nil && d.Spec.Replicas != nil && d.Status.AvailableReplicas >= *d.Spec.Replicas && d.Status.ObservedGeneration >= d.Generation {
 			return nil

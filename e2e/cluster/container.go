@@ -82,8 +82,8 @@ func (c *container) start(pod *corev1.Pod) error {
 	for _, m := range c.rt.mounts(pod, &c.spec) {
 		argv = append(argv, "--mount", m)
 	}
-	if c.rt.netns != c.rt.node.Netns {
-		argv = append(argv, "--resolv", filepath.Join("/etc/netns", c.rt.netns, "resolv.conf"))
+	if resolv := filepath.Join("/etc/netns", c.rt.netns, "resolv.conf"); c.rt.netns != c.rt.node.Netns && fileExists(resolv) {
+		argv = append(argv, "--resolv", resolv)
 	}
 	argv = append(argv, "--overlay-dir", filepath.Join(c.rt.dir, "overlay", c.spec.Name))
 	if c.spec.WorkingDir != "" {

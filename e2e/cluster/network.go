@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 )
 
 // The address plan. 198.18.0.0/15 (RFC 2544) is no one's network.
@@ -211,6 +213,8 @@ func killNetns(ctx context.Context, ns string) {
 		return
 	}
 	for _, f := range strings.Fields(out) {
-		_ = run(ctx, "kill", "-9", f)
+		if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 }

@@ -134,10 +134,12 @@ func (rt *podRuntime) setup(ctx context.Context, pod *corev1.Pod) error {
 			return fmt.Errorf("pod network: %w", err)
 		}
 	}
-	if err := rt.writeVolumes(pod); err != nil {
+	// The token first: the admission-injected kube-api-access volume
+	// projects it.
+	if err := rt.writeServiceAccount(ctx, pod); err != nil {
 		return err
 	}
-	return rt.writeServiceAccount(ctx, pod)
+	return rt.writeVolumes(pod)
 }
 
 // writeServiceAccount asks the TokenRequest API for a token of the pod's

@@ -193,6 +193,17 @@ func (rt *podRuntime) writeVolumes(pod *corev1.Pod) error {
 					if b, err := os.ReadFile(filepath.Join(rt.dir, "serviceaccount", "token")); err == nil {
 						files[src.ServiceAccountToken.Path] = b
 					}
+				case src.DownwardAPI != nil:
+					for _, it := range src.DownwardAPI.Items {
+						if it.FieldRef == nil {
+							continue
+						}
+						val, err := rt.envValue(pod, corev1.EnvVar{Name: it.Path, ValueFrom: &corev1.EnvVarSource{FieldRef: it.FieldRef}})
+						if err != nil {
+							return fmt.Errorf("volume %s: downwardAPI %s: %w", v.Name, it.Path, err)
+						}
+						files[it.Path] = []byte(val)
+					}
 				}
 			}
 		default:

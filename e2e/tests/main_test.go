@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,8 +46,9 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	// A state folder of the suite's own keeps a user's cluster settings apart.
-	state = filepath.Join(os.TempDir(), "trellis-e2e-state")
+	// One cluster per machine (its bridge and namespaces have fixed names):
+	// the suite takes over the user's, starting from a fresh one.
+	state = cluster.DefaultStateDir()
 	if out, err := dev("down"); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: down before up: %v\n%s", err, out)
 		return 1

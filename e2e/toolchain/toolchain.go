@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -19,12 +21,17 @@ import (
 type Module struct {
 	Dir      string            // folder under tools/
 	Commands map[string]string // binary name -> package path
+	// Stamp names the module whose version the binaries report, and the
+	// packages whose version variables the linker sets (as upstream's
+	// release build does; without it they report v0.0.0-master).
+	Stamp        string
+	StampPackage []string
 }
 
 // Upstream lists the pinned modules. Order matters only for progress output.
 var Upstream = []Module{
 	{Dir: "etcd", Commands: map[string]string{"etcd": "go.etcd.io/etcd/server/v3"}},
-	{Dir: "k8s", Commands: map[string]string{
+	{Dir: "k8s", Stamp: "k8s.io/kubernetes", StampPackage: []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"}, Commands: map[string]string{
 		"kube-apiserver":          "k8s.io/kubernetes/cmd/kube-apiserver",
 		"kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
 		"kube-scheduler":          "k8s.io/kubernetes/cmd/kube-scheduler",
@@ -98,6 +105,9 @@ func RepoRoot(dir string) (string, error) {
 	}
 }
 
+// recipe changes when the way binaries are built changes, so caches rebuild.
+const recipe = "cgo0-trimpath-stamp1"
+
 // Key is the cache key of a wrapper module: a hash of its go.mod, go.sum and
 // the Go version that builds it.
 func Key(root string, m Module) (string, error) {
@@ -110,6 +120,7 @@ func Key(root string, m Module) (string, error) {
 		h.Write(b)
 	}
 	h.Write([]byte(runtime.Version()))
+	h.Write([]byte(recipe))
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
@@ -136,6 +147,18 @@ func EnsureUpstream(ctx context.Context, root string, progress Progress) (Bins, 
 	bins := Bins{Upstream: filepath.Join(up, "current"), Own: filepath.Join(CacheDir(), "own")}
 	if err := os.MkdirAll(bins.Own, 0o755); err != nil {
 		return bins, err
+	}
+	if err := os.MkdirAll(up, 0o755); err != nil {
+		return bins, err
+	}
+	// One build at a time per machine: test binaries and the CLI may ask at once.
+	lock, err := os.OpenFile(filepath.Join(up, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return bins, err
+	}
+	defer func() { _ = lock.Close() }()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return bins, fmt.Errorf("locking the tool cache: %w", err)
 	}
 	var dirs []string
 	for _, m := range Upstream {
@@ -176,20 +199,35 @@ func EnsureUpstream(ctx context.Context, root string, progress Progress) (Bins, 
 	return bins, nil
 }
 
-// BuildOwn builds this repository's binaries that exist in the checkout.
+// Required are the own binaries the local cluster cannot run without.
+var Required = map[string]bool{"trellis-dev": true, "whoami": true}
+
+// BuildOwn builds this repository's binaries that exist in the checkout,
+// one package at a time. A binary that fails to build and is not Required
+// is removed from out and reported, so its image is simply unavailable.
 func BuildOwn(ctx context.Context, root, out string, progress Progress) error {
-	var pkgs []string
-	for _, p := range Own {
-		if _, err := os.Stat(filepath.Join(root, p)); err == nil {
-			pkgs = append(pkgs, p)
+	if progress == nil {
+		progress = func(string, ...any) {}
+	}
+	names := make([]string, 0, len(Own))
+	for name := range Own {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		pkg := Own[name]
+		if _, err := os.Stat(filepath.Join(root, pkg)); err != nil {
+			continue
 		}
-	}
-	if len(pkgs) == 0 {
-		return nil
-	}
-	args := append([]string{"build", "-trimpath", "-o", out + string(os.PathSeparator)}, pkgs...)
-	if err := goCmd(ctx, root, nil, args...); err != nil {
-		return fmt.Errorf("building Trellis binaries: %w", err)
+		err := goCmd(ctx, root, nil, "build", "-trimpath", "-o", filepath.Join(out, name), pkg)
+		if err == nil {
+			continue
+		}
+		if Required[name] {
+			return fmt.Errorf("building %s: %w", name, err)
+		}
+		_ = os.Remove(filepath.Join(out, name))
+		progress("warning: %s does not build, its image is unavailable: %v", name, err)
 	}
 	return nil
 }
@@ -210,10 +248,14 @@ func buildModule(ctx context.Context, root string, m Module, dir string, progres
 		return err
 	}
 	src := filepath.Join(root, "tools", m.Dir)
+	ldflags, err := stampFlags(src, m)
+	if err != nil {
+		return err
+	}
 	for name, pkg := range m.Commands {
 		start := time.Now()
 		env := []string{"CGO_ENABLED=0"}
-		if err := goCmd(ctx, src, env, "build", "-trimpath", "-o", filepath.Join(tmp, name), pkg); err != nil {
+		if err := goCmd(ctx, src, env, "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(tmp, name), pkg); err != nil {
 			_ = os.RemoveAll(tmp)
 			return fmt.Errorf("building %s from tools/%s: %w", name, m.Dir, err)
 		}
@@ -221,6 +263,36 @@ func buildModule(ctx context.Context, root string, m Module, dir string, progres
 	}
 	_ = os.RemoveAll(dir)
 	return os.Rename(tmp, dir)
+}
+
+// stampFlags returns -X flags that set the version variables from the
+// pinned module version in the wrapper's go.mod.
+func stampFlags(src string, m Module) (string, error) {
+	if m.Stamp == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(filepath.Join(src, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	version := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(l), "require "))
+		if len(f) >= 2 && f[0] == m.Stamp {
+			version = f[1]
+		}
+	}
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	if len(parts) < 2 {
+		return "", fmt.Errorf("tools/%s/go.mod: no version for %s", m.Dir, m.Stamp)
+	}
+	var flags []string
+	for _, p := range m.StampPackage {
+		flags = append(flags,
+			"-X "+p+".gitVersion="+version, "-X "+p+".gitMajor="+parts[0], "-X "+p+".gitMinor="+parts[1],
+			"-X "+p+".gitTreeState=clean", "-X "+p+".buildDate=1970-01-01T00:00:00Z")
+	}
+	return strings.Join(flags, " "), nil
 }
 
 func goCmd(ctx context.Context, dir string, env []string, args ...string) error {
