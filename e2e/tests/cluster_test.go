@@ -54,20 +54,19 @@ func service(t *testing.T, ns, name string, selector map[string]string, local bo
 }
 
 // answers calls url from the client pod n times and counts who answered.
-func answers(t *testing.T, ns, client, url string, n int) (map[string]int, []string) {
-	t.Helper()
+func answers(ns, client, url string, n int) (map[string]int, []string, error) {
 	seen := map[string]int{}
 	var remotes []string
 	for range n {
 		out, err := inPod(context.Background(), ns, client, "curl", "-sS", "--max-time", "5", url)
 		if err != nil {
-			t.Fatalf("curl %s from %s: %v", url, client, err)
+			return seen, remotes, fmt.Errorf("curl %s from %s: %w", url, client, err)
 		}
 		seen[reportField(out, "Hostname")]++
 		remote := reportField(out, "RemoteAddr")
-		remotes = append(remotes, remote[:strings.LastIndexByte(remote, ':')])
+		remotes = append(remotes, remote[:max(strings.LastIndexByte(remote, ':'), 0)])
 	}
-	return seen, remotes
+	return seen, remotes, nil
 }
 
 // TestServiceAcrossNodes: a Service with pods on two nodes answers from both
@@ -92,7 +91,11 @@ func TestServiceAcrossNodes(t *testing.T) {
 	} {
 		t.Run(url, func(t *testing.T) {
 			eventually(t, 30*time.Second, "both pods answer "+url, func() error {
-				seen, remotes := answers(t, ns, "client", url, 12)
+				// kube-proxy programs a new Service shortly after its EndpointSlice.
+				seen, remotes, err := answers(ns, "client", url, 12)
+				if err != nil {
+					return err
+				}
 				for _, r := range remotes {
 					if r != client.Status.PodIP {
 						t.Fatalf("backend saw source %s, want the client pod's own address %s", r, client.Status.PodIP)
@@ -125,7 +128,10 @@ func TestInternalTrafficPolicyLocal(t *testing.T) {
 		_, err := inPod(context.Background(), ns, "client-1", "curl", "-sS", "--max-time", "2", url)
 		return err
 	})
-	seen, _ := answers(t, ns, "client-1", url, 20)
+	seen, _, err := answers(ns, "client-1", url, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(seen) != 1 || seen["web-a"] != 20 {
 		t.Fatalf("from node-1 with internalTrafficPolicy Local: answers %v, want only web-a", seen)
 	}
