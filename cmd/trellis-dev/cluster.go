@@ -60,6 +60,12 @@ func newUp(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if st.Alive() && (st.Phase == cluster.PhaseFailed || st.Phase == cluster.PhaseStopping) {
+				fmt.Printf("• waiting for the previous supervisor %d to finish stopping\n", st.PID)
+				for end := time.Now().Add(90 * time.Second); st.Alive() && time.Now().Before(end); {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
 			if st.Alive() {
 				if st.Phase == cluster.PhaseReady {
 					if len(st.Nodes) != nodes && cmd.Flags().Changed("nodes") {
@@ -131,6 +137,11 @@ func follow(ctx context.Context, state string, pid int, timeout time.Duration, s
 				return nil
 			case cluster.PhaseFailed, cluster.PhaseStopping:
 				if st.Message != "" {
+					// Let the supervisor finish tearing down, so that the
+					// next `up` does not race its cleanup.
+					for end := time.Now().Add(90 * time.Second); alivePID(pid) && time.Now().Before(end); {
+						time.Sleep(100 * time.Millisecond)
+					}
 					return fmt.Errorf("cluster failed to start: %s", st.Message)
 				}
 			}
@@ -153,10 +164,7 @@ func follow(ctx context.Context, state string, pid int, timeout time.Duration, s
 	}
 }
 
-func alivePID(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
+func alivePID(pid int) bool { return cluster.Alive(pid) }
 
 func newDaemon(g *globals) *cobra.Command {
 	var nodes int

@@ -45,6 +45,11 @@ func Connect(stateDir string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Inline the certificate files: client-go caches transports by file
+	// path, and a restarted cluster reuses the paths with new keys.
+	if err := rest.LoadTLSFiles(cfg); err != nil {
+		return nil, err
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err

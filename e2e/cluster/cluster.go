@@ -190,6 +190,12 @@ func (s *supervisor) start(ctx, kctx context.Context, kubeletDone chan struct{})
 		done()
 		return err
 	}
+	for _, p := range []int{etcdPort, etcdPort + 1} {
+		if err := portFree("127.0.0.1", p); err != nil {
+			done()
+			return err
+		}
+	}
 	s.progress("network: bridge %s (%s), %d node namespaces", bridgeName, bridgeCIDR, len(s.nodes))
 	if err := setupBridge(ctx); err != nil {
 		done()

@@ -113,6 +113,7 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (*ControlPlan
 			"--service-cluster-ip-range=" + serviceCIDR,
 			"--allow-privileged=true",
 			"--profiling=false",
+			"--endpoint-reconciler-type=" + reconciler(o.BindIP),
 			"--v=1"},
 	})
 	if err != nil {
@@ -124,6 +125,15 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (*ControlPlan
 		return nil, err
 	}
 	return cp, nil
+}
+
+// reconciler keeps the kubernetes Service's endpoints pointing at the
+// apiserver, except on loopback, which EndpointSlices may not contain.
+func reconciler(ip string) string {
+	if parsed := net.ParseIP(ip); parsed != nil && parsed.IsLoopback() {
+		return "none"
+	}
+	return "lease"
 }
 
 // RestConfig loads the admin kubeconfig.

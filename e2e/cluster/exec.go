@@ -152,11 +152,20 @@ func killPidFiles(dir string) {
 	}
 }
 
-// alive reports whether a process with this pid exists.
+// alive reports whether a process with this pid runs. A zombie (dead but
+// not yet reaped by its parent) does not count.
 func alive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return false
+		}
+	}
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
+
+// Alive reports whether pid runs (zombies excluded).
+func Alive(pid int) bool { return alive(pid) }

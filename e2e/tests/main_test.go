@@ -134,3 +134,5 @@ func reportField(report, key string) string {
 	}
 	return ""
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
