@@ -1,0 +1,63 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/trellis-mesh/trellis/node-proxy/config"
+)
+
+// State is what the admin endpoints report.
+type State interface {
+	// Ready explains why the proxy is not ready ("" = ready).
+	Ready() string
+	// Live returns the served config (nil before the first) and when it was applied.
+	Live() (*config.Config, time.Time)
+	// LastRejection returns the error of the last rejected config, if any.
+	LastRejection() (string, time.Time)
+}
+
+// Debug is the /debug/config document.
+type Debug struct {
+	Version        string         `json:"version"`
+	AppliedAt      time.Time      `json:"appliedAt,omitzero"`
+	Ready          bool           `json:"ready"`
+	NotReadyReason string         `json:"notReadyReason,omitempty"`
+	LastRejection  string         `json:"lastRejection,omitempty"`
+	RejectedAt     time.Time      `json:"rejectedAt,omitzero"`
+	Config         *config.Config `json:"config"`
+}
+
+// Handler returns the admin mux.
+func Handler(s State, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if why := s.Ready(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /debug/config", func(w http.ResponseWriter, _ *http.Request) {
+		c, at := s.Live()
+		why := s.Ready()
+		rej, rejAt := s.LastRejection()
+		d := Debug{AppliedAt: at, Ready: why == "", NotReadyReason: why, LastRejection: rej, RejectedAt: rejAt, Config: c}
+		if c != nil {
+			d.Version = c.Version
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(d)
+	})
+	return mux
+}

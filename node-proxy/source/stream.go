@@ -1,0 +1,541 @@
+package source
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/trellis-mesh/trellis/node-proxy/config"
+)
+
+// Stream receives this node's config from the controller over one
+// long-lived HTTP/2 stream (the protocol is described in the controller's
+// serve package): a snapshot on connect, then deltas or snapshots as the
+// version changes. It reconnects with jittered exponential backoff,
+// telling the controller which version it holds so a reconnect costs one
+// small frame. While disconnected the proxy keeps serving its last config.
+type Stream struct {
+	// URL is the controller's base URL, e.g.
+	// http://trellis-controller.trellis-system.svc:9000 (h2c) or https://...
+	URL string
+	// TokenFile holds the pod's ServiceAccount token; it is re-read on
+	// every connection attempt (tokens rotate).
+	TokenFile string
+	// CAFile, for https URLs, holds the CA bundle to trust (default: system).
+	CAFile string
+	// Client overrides the HTTP client (tests); it must speak HTTP/2.
+	Client *http.Client
+	// MinBackoff and MaxBackoff bound reconnect waits (default 250ms, 30s).
+	MinBackoff, MaxBackoff time.Duration
+	// IdleTimeout ends a stream that sent nothing (not even a ping) for this
+	// long (default 45s; the controller pings every 10s).
+	IdleTimeout time.Duration
+	// NoAck disables reporting applied/rejected versions to the controller.
+	NoAck bool
+	// OnEvent, when set, is told about connections, frames and failures
+	// (for logs). It must not block.
+	OnEvent func(StreamEvent)
+}
+
+// StreamEvent describes something that happened on the stream.
+type StreamEvent struct {
+	Kind    string // connecting, connected, refused, frame, applied, rejected, disconnected
+	Frame   string // snapshot, delta, current (for frame/applied/rejected)
+	Version string
+	Err     error
+	Wait    time.Duration // for disconnected/refused: the backoff before retrying
+}
+
+const (
+	streamPath = "/v1/stream"
+	ackPath    = "/v1/ack"
+	haveHeader = "X-Trellis-Have"
+	maxFrame   = config.MaxSize + 1<<20
+)
+
+func (s *Stream) event(e StreamEvent) {
+	if s.OnEvent != nil {
+		s.OnEvent(e)
+	}
+}
+
+func (s *Stream) httpClient() (*http.Client, error) {
+	if s.Client != nil {
+		return s.Client, nil
+	}
+	var p http.Protocols
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{
+		Protocols:         &p,
+		ForceAttemptHTTP2: true,
+		HTTP2:             &http.HTTP2Config{SendPingTimeout: 20 * time.Second, PingTimeout: 10 * time.Second},
+	}
+	if s.CAFile != "" {
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("controller CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("controller CA file %s: no PEM certificate in it", s.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+func (s *Stream) token() (string, error) {
+	if s.TokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(s.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// backoff is exponential with equal jitter, honouring Retry-After.
+func (s *Stream) backoff(attempt int, resp *http.Response) time.Duration {
+	d := retryablehttp.DefaultBackoff(s.MinBackoff, s.MaxBackoff, attempt, resp)
+	if d <= 0 {
+		return s.MinBackoff
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// Run implements the proxy's Source: it delivers configs to apply until
+// ctx ends. It only returns an error for a setup mistake (bad URL or CA
+// file); connection problems are retried forever.
+func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Config) error) error {
+	if s.MinBackoff <= 0 {
+		s.MinBackoff = 250 * time.Millisecond
+	}
+	if s.MaxBackoff <= 0 {
+		s.MaxBackoff = 30 * time.Second
+	}
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 45 * time.Second
+	}
+	if !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
+		return fmt.Errorf("controller URL %q: must start with http:// or https://", s.URL)
+	}
+	base := strings.TrimSuffix(s.URL, "/")
+	hc, err := s.httpClient()
+	if err != nil {
+		return err
+	}
+	rc := &retryablehttp.Client{
+		HTTPClient:   hc,
+		RetryWaitMin: s.MinBackoff,
+		RetryWaitMax: s.MaxBackoff,
+		RetryMax:     math.MaxInt32,
+		Backoff:      func(_, _ time.Duration, n int, resp *http.Response) time.Duration { return s.backoff(n, resp) },
+		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			if err == nil && resp.StatusCode == http.StatusOK {
+				return false, nil
+			}
+			if err == nil {
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+				err = fmt.Errorf("controller answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+			}
+			s.event(StreamEvent{Kind: "refused", Err: err})
+			return true, nil // any failure is worth retrying: tokens, RBAC and pods get fixed
+		},
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	var have *held // the last config the controller sent us
+	attempt := 0
+	for ctx.Err() == nil {
+		req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, base+streamPath, nil)
+		if err != nil {
+			return fmt.Errorf("controller URL %q: %w", s.URL, err)
+		}
+		prepare := func(r *http.Request) error {
+			tok, err := s.token()
+			if err != nil {
+				return err
+			}
+			r.Header.Set("Authorization", "Bearer "+tok)
+			if have != nil {
+				r.Header.Set(haveHeader, have.cfg.Version)
+			} else {
+				r.Header.Del(haveHeader)
+			}
+			return nil
+		}
+		rc.PrepareRetry = prepare
+		if err := prepare(req.Request); err != nil {
+			wait := s.backoff(attempt, nil)
+			attempt++
+			s.event(StreamEvent{Kind: "refused", Err: err, Wait: wait})
+			if !sleep(ctx, wait) {
+				return nil
+			}
+			continue
+		}
+		s.event(StreamEvent{Kind: "connecting"})
+		resp, err := rc.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
+		s.event(StreamEvent{Kind: "connected"})
+		start := time.Now()
+		err = s.consume(ctx, base, hc, resp.Body, &have, apply)
+		resp.Body.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > time.Minute {
+			attempt = 0
+		}
+		wait := s.backoff(attempt, nil)
+		attempt++
+		s.event(StreamEvent{Kind: "disconnected", Err: err, Wait: wait})
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+type frame struct {
+	Type      string          `json:"type"`
+	Version   string          `json:"version"`
+	Base      string          `json:"base"`
+	Config    json.RawMessage `json:"config"`
+	Header    json.RawMessage `json:"header"`
+	LocalPods json.RawMessage `json:"localPods"`
+	Upsert    json.RawMessage `json:"upsert"`
+	Remove    []string        `json:"remove"`
+}
+
+// errResync means our copy no longer matches the controller's: reconnect
+// without claiming a version.
+var errResync = errors.New("config stream out of sync")
+
+// held is the config we hold plus its encoding in pieces (as the
+// controller hashed it), so a delta is verified by hashing bytes instead of
+// re-encoding the whole config.
+type held struct {
+	cfg       *config.Config
+	header    []byte
+	services  []json.RawMessage // aligned with cfg.Services
+	localPods json.RawMessage
+}
+
+func newHeld(c *config.Config, raw []byte) *held {
+	h := &held{cfg: c}
+	var pieces struct {
+		Services  []json.RawMessage `json:"services"`
+		LocalPods json.RawMessage   `json:"localPods"`
+	}
+	if json.Unmarshal(raw, &pieces) != nil || len(pieces.Services) != len(c.Services) {
+		return h // verified by Hash() instead
+	}
+	h.services, h.localPods = pieces.Services, pieces.LocalPods
+	h.header = headerJSON(c)
+	return h
+}
+
+func headerJSON(c *config.Config) []byte {
+	b, _ := json.Marshal(&config.Config{Node: c.Node, Zone: c.Zone, MeshDomain: c.MeshDomain, Listeners: c.Listeners, ACL: c.ACL, Plugins: c.Plugins})
+	return b
+}
+
+// hash is Config.Hash() computed from the pieces.
+func (h *held) hash() string {
+	if h.header == nil {
+		return h.cfg.Hash()
+	}
+	d := sha256.New()
+	d.Write(h.header[:len(h.header)-1])
+	if len(h.services) > 0 {
+		d.Write([]byte(`,"services":[`))
+		for i, s := range h.services {
+			if i > 0 {
+				d.Write([]byte(","))
+			}
+			d.Write(s)
+		}
+		d.Write([]byte("]"))
+	}
+	if len(h.localPods) > 0 && string(h.localPods) != "[]" && string(h.localPods) != "null" {
+		d.Write([]byte(`,"localPods":`))
+		d.Write(h.localPods)
+	}
+	d.Write([]byte("}"))
+	return "sha256:" + hex.EncodeToString(d.Sum(nil))
+}
+
+func (s *Stream) consume(ctx context.Context, base string, hc *http.Client, body io.Reader, have **held,
+	apply func(context.Context, *config.Config) error) error {
+	// End the stream when the controller goes silent.
+	idle := time.AfterFunc(s.IdleTimeout, func() {
+		if c, ok := body.(io.Closer); ok {
+			c.Close()
+		}
+	})
+	defer idle.Stop()
+	r := bufio.NewReaderSize(body, 64<<10)
+	for {
+		line, err := readLine(r)
+		if err != nil {
+			if err == io.EOF {
+				return errors.New("controller closed the stream")
+			}
+			return err
+		}
+		idle.Reset(s.IdleTimeout)
+		var f frame
+		if err := json.Unmarshal(line, &f); err != nil {
+			*have = nil
+			return fmt.Errorf("%w: unreadable frame: %v", errResync, err)
+		}
+		var next *held
+		switch f.Type {
+		case "ping":
+			continue
+		case "current":
+			if *have == nil || (*have).cfg.Version != f.Version {
+				*have = nil
+				return fmt.Errorf("%w: controller says we hold %s", errResync, f.Version)
+			}
+			s.event(StreamEvent{Kind: "frame", Frame: f.Type, Version: f.Version})
+			continue
+		case "snapshot":
+			c, err := config.DecodeBytes(f.Config)
+			if err != nil {
+				*have = nil
+				s.ack(ctx, base, hc, f.Version, err)
+				s.event(StreamEvent{Kind: "rejected", Frame: f.Type, Version: f.Version, Err: err})
+				continue
+			}
+			if c.Version != f.Version {
+				*have = nil
+				return fmt.Errorf("%w: snapshot frame version %s but config version %s", errResync, f.Version, c.Version)
+			}
+			next = newHeld(c, f.Config)
+		case "delta":
+			c, err := applyDelta(*have, &f)
+			if err != nil {
+				*have = nil
+				return fmt.Errorf("%w: %v", errResync, err)
+			}
+			next = c
+		default:
+			continue // a newer controller's frame type: ignore
+		}
+		*have = next
+		v := next.cfg.Version
+		s.event(StreamEvent{Kind: "frame", Frame: f.Type, Version: v})
+		err = apply(ctx, next.cfg)
+		s.ack(ctx, base, hc, v, err)
+		if err != nil {
+			s.event(StreamEvent{Kind: "rejected", Frame: f.Type, Version: v, Err: err})
+		} else {
+			s.event(StreamEvent{Kind: "applied", Frame: f.Type, Version: v})
+		}
+	}
+}
+
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var buf []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(buf)+len(chunk) > maxFrame {
+			return nil, fmt.Errorf("frame larger than %d bytes", maxFrame)
+		}
+		if err == bufio.ErrBufferFull {
+			buf = append(buf, chunk...)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if buf == nil {
+			return chunk, nil // valid until the next read; callers copy what they keep
+		}
+		return append(buf, chunk...), nil
+	}
+}
+
+func strict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// applyDelta builds the next config from have; the result must hash to
+// the frame's version.
+func applyDelta(have *held, f *frame) (*held, error) {
+	if have == nil || have.cfg.Version != f.Base {
+		var v *config.Config
+		if have != nil {
+			v = have.cfg
+		}
+		return nil, fmt.Errorf("delta from %s but we hold %v", f.Base, versionOf(v))
+	}
+	cfg := *have.cfg
+	next := &held{cfg: &cfg, header: have.header, services: have.services, localPods: have.localPods}
+	if len(f.Header) > 0 {
+		var h config.Config
+		if err := strict(f.Header, &h); err != nil {
+			return nil, fmt.Errorf("delta header: %w", err)
+		}
+		cfg.Node, cfg.Zone, cfg.MeshDomain, cfg.Listeners, cfg.ACL, cfg.Plugins = h.Node, h.Zone, h.MeshDomain, h.Listeners, h.ACL, h.Plugins
+		if next.header != nil {
+			next.header = headerJSON(&cfg)
+		}
+	}
+	if len(f.LocalPods) > 0 {
+		var lp []config.LocalPod
+		if err := strict(f.LocalPods, &lp); err != nil {
+			return nil, fmt.Errorf("delta localPods: %w", err)
+		}
+		cfg.LocalPods = lp
+		next.localPods = f.LocalPods
+	}
+	if len(f.Upsert) > 0 || len(f.Remove) > 0 {
+		var up []config.Service
+		var upRaw []json.RawMessage
+		if len(f.Upsert) > 0 {
+			if err := strict(f.Upsert, &up); err != nil {
+				return nil, fmt.Errorf("delta upsert: %w", err)
+			}
+			if err := json.Unmarshal(f.Upsert, &upRaw); err != nil || len(upRaw) != len(up) {
+				return nil, fmt.Errorf("delta upsert: %v", err)
+			}
+		}
+		gone := make(map[string]bool, len(f.Remove)+len(up))
+		for _, k := range f.Remove {
+			gone[k] = true
+		}
+		for i := range up {
+			gone[up[i].Key()] = true
+		}
+		// Upserts sorted, then merged with the (sorted) services we hold.
+		order := make([]int, len(up))
+		for i := range order {
+			order[i] = i
+		}
+		less := func(a, b *config.Service) bool {
+			if a.Namespace != b.Namespace {
+				return a.Namespace < b.Namespace
+			}
+			return a.Name < b.Name
+		}
+		sort.Slice(order, func(i, j int) bool { return less(&up[order[i]], &up[order[j]]) })
+		cfg.Services = make([]config.Service, 0, len(have.cfg.Services)+len(up))
+		var raws []json.RawMessage
+		if have.services != nil && upRaw != nil || have.services != nil && len(up) == 0 {
+			raws = make([]json.RawMessage, 0, cap(cfg.Services))
+		}
+		old := have.cfg.Services
+		i, k := 0, 0
+		for i < len(old) || k < len(order) {
+			if i < len(old) && gone[old[i].Key()] {
+				i++
+				continue
+			}
+			if k < len(order) && (i >= len(old) || less(&up[order[k]], &old[i])) {
+				cfg.Services = append(cfg.Services, up[order[k]])
+				if raws != nil {
+					raws = append(raws, upRaw[order[k]])
+				}
+				k++
+				continue
+			}
+			cfg.Services = append(cfg.Services, old[i])
+			if raws != nil {
+				raws = append(raws, have.services[i])
+			}
+			i++
+		}
+		next.services = raws
+		if raws == nil {
+			next.header = nil
+		}
+	}
+	cfg.Version = ""
+	if h := next.hash(); h != f.Version {
+		return nil, fmt.Errorf("delta to %s produced content %s", f.Version, h)
+	}
+	cfg.Version = f.Version
+	return next, nil
+}
+
+func versionOf(c *config.Config) string {
+	if c == nil {
+		return "nothing"
+	}
+	return c.Version
+}
+
+// ack reports the outcome to the controller (best effort, short timeout).
+func (s *Stream) ack(ctx context.Context, base string, hc *http.Client, version string, applyErr error) {
+	if s.NoAck {
+		return
+	}
+	a := map[string]any{"version": version, "applied": applyErr == nil}
+	if applyErr != nil {
+		a["error"] = applyErr.Error()
+	}
+	body, _ := json.Marshal(a)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+ackPath, bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	tok, err := s.token()
+	if err != nil {
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
