@@ -1,6 +1,6 @@
 // Command whoami is the local cluster's test workload. It answers with its
 // pod name, the request it saw and the source address it saw, over
-// HTTP/1.1 and h2c (one port), raw TCP and UDP.
+// HTTP/1.1 and h2c with prior knowledge (one port), raw TCP and UDP.
 //
 //	whoami [--http :8080] [--tcp :9000] [--udp :9001] [--name NAME]
 //
@@ -27,9 +27,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 func main() {
@@ -54,9 +51,12 @@ func main() {
 	if *httpAddr != "" {
 		srv = &http.Server{
 			Addr:              *httpAddr,
-			Handler:           h2c.NewHandler(handler(*name), &http2.Server{}),
+			Handler:           handler(*name),
 			ReadHeaderTimeout: 10 * time.Second,
+			Protocols:         new(http.Protocols),
 		}
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge (gRPC's way)
 		go func() { errc <- srv.ListenAndServe() }()
 	}
 	if *tcpAddr != "" {

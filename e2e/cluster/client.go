@@ -285,7 +285,10 @@ func (c *Client) WaitEndpoints(ctx context.Context, ns, svc string, n int, timeo
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("service %s/%s: %d ready endpoints after %s, want %d (%v)", ns, svc, len(got), timeout, n, err)
+			if err != nil {
+				return fmt.Errorf("service %s/%s: %d ready endpoints after %s, want %d: %w", ns, svc, len(got), timeout, n, err)
+			}
+			return fmt.Errorf("service %s/%s: %d ready endpoints after %s, want %d", ns, svc, len(got), timeout, n)
 		}
 		select {
 		case <-ctx.Done():

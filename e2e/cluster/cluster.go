@@ -368,7 +368,7 @@ func (s *supervisor) healthy() error {
 	}
 	for _, p := range s.procs {
 		if done, err := p.Exited(); done {
-			return fmt.Errorf("%s exited (%v):\n%s", p.name, err, tailLogs(s.cfg.StateDir, p.name))
+			return fmt.Errorf("%s exited (%w):\n%s", p.name, err, tailLogs(s.cfg.StateDir, p.name))
 		}
 	}
 	return nil

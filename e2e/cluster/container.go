@@ -364,7 +364,7 @@ func (c *container) runHandler(ctx context.Context, pod *corev1.Pod, h *corev1.L
 		args := append([]string{"netns", "exec", c.rt.netns}, h.Exec.Command...)
 		out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+			return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 		}
 		return nil
 	case h.Sleep != nil:

@@ -176,7 +176,7 @@ func (cp *ControlPlane) Stop() {
 func (cp *ControlPlane) Alive() error {
 	for _, p := range []*proc{cp.etcd, cp.api} {
 		if done, err := p.Exited(); done {
-			return fmt.Errorf("%s exited (%v); see %s", p.name, err, filepath.Join(cp.opts.Dir, "logs", p.name+".log"))
+			return fmt.Errorf("%s exited (%w); see %s", p.name, err, filepath.Join(cp.opts.Dir, "logs", p.name+".log"))
 		}
 	}
 	return nil

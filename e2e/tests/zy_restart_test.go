@@ -3,8 +3,8 @@ package tests
 import (
 	"context"
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"

@@ -296,9 +296,12 @@ func stampFlags(src string, m Module) (string, error) {
 }
 
 func goCmd(ctx context.Context, dir string, env []string, args ...string) error {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
+	// The go command that runs us (go run / go tool) sets GOROOT; else PATH.
+	goBin := "go"
+	if r := os.Getenv("GOROOT"); r != "" {
+		if p := filepath.Join(r, "bin", "go"); fileExists(p) {
+			goBin = p
+		}
 	}
 	cmd := exec.CommandContext(ctx, goBin, args...)
 	cmd.Dir = dir
@@ -319,3 +322,5 @@ func goCmd(ctx context.Context, dir string, env []string, args ...string) error 
 	}
 	return nil
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

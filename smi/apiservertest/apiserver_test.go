@@ -402,7 +402,7 @@ func waitServed(ctx context.Context, t *testing.T, d discovery.DiscoveryInterfac
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		served, lastErr = smi.Discover(d)
 		if lastErr != nil {
-			return false, nil
+			return false, nil //nolint:nilerr // keep polling; lastErr is reported on timeout
 		}
 		for k, v := range want {
 			if got, _ := served.Newest(k); got != v {
