@@ -61,6 +61,7 @@ type flags struct {
 	maxHeaderCount   int
 	readHeaderTO     time.Duration
 	idleTO           time.Duration
+	fastPath         bool
 }
 
 func parse(args []string, stderr io.Writer) (*flags, error) {
@@ -85,6 +86,7 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&f.maxHeaderCount, "max-header-count", 100, "most request header fields")
 	fs.DurationVar(&f.readHeaderTO, "read-header-timeout", 10*time.Second, "time allowed to send request headers (slowloris guard)")
 	fs.DurationVar(&f.idleTO, "idle-timeout", 120*time.Second, "keep-alive idle timeout of client connections")
+	fs.BoolVar(&f.fastPath, "http1-fast-path", true, "serve plain HTTP/1.1 with Trellis's own strict parser (false: net/http for everything)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -137,7 +139,7 @@ func run(ctx context.Context, args []string, reload <-chan struct{}, stderr io.W
 		DrainPeriod:   f.drain,
 		ShutdownGrace: f.grace,
 		HTTP: httpproxy.ServerOptions{MaxHeaderBytes: f.maxHeaderBytes, ReadHeaderTimeout: f.readHeaderTO,
-			IdleTimeout: f.idleTO},
+			IdleTimeout: f.idleTO, DisableFastPath: !f.fastPath},
 		HTTPHandler: httpproxy.Options{MaxHeaderCount: f.maxHeaderCount},
 		Log:         log,
 		AccessLog:   access,

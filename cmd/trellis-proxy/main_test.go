@@ -19,7 +19,9 @@ import (
 func TestFlagAndConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.json")
-	os.WriteFile(bad, []byte(`{"node":"n","services":[{"namespace":"a","name":"b","ports":[{"port":80,"targetPort":0,"protocol":"http"}]}]}`), 0o644)
+	if err := os.WriteFile(bad, []byte(`{"node":"n","services":[{"namespace":"a","name":"b","ports":[{"port":80,"targetPort":0,"protocol":"http"}]}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		code int
@@ -61,8 +63,8 @@ func TestServesStaticFileAndReloadsOnSignal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) })}
-		go srv.Serve(l)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, name) })}
+		go func() { _ = srv.Serve(l) }()
 		t.Cleanup(func() { srv.Close() })
 		return int32(l.Addr().(*net.TCPAddr).Port)
 	}

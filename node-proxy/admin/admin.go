@@ -36,14 +36,14 @@ type Debug struct {
 func Handler(s State, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte("ok\n")) // a failed write means the prober hung up; nothing to report to
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		if why := s.Ready(); why != "" {
 			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ready\n"))
+		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /debug/config", func(w http.ResponseWriter, _ *http.Request) {
@@ -57,7 +57,8 @@ func Handler(s State, reg *prometheus.Registry) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(d)
+		// Headers are already sent, so an encode error (client gone) cannot be reported.
+		_ = enc.Encode(d)
 	})
 	return mux
 }

@@ -23,7 +23,7 @@ import (
 func benchBackend(b *testing.B) *backend {
 	be := startBackend(b, "127.0.0.2", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
-		io.WriteString(w, "hello from the backend\n")
+		_, _ = io.WriteString(w, "hello from the backend\n")
 	}, false)
 	return be
 }
@@ -50,7 +50,7 @@ func runLoad(b *testing.B, c *http.Client, url, host string) {
 				b.Error(err)
 				return
 			}
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body) // drain so the connection is reused
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
 				b.Errorf("status %d", resp.StatusCode)
@@ -78,7 +78,7 @@ func BenchmarkHotPath(b *testing.B) {
 			b.Fatal(err)
 		}
 		srv := &http.Server{Handler: rp}
-		go srv.Serve(l)
+		go func() { _ = srv.Serve(l) }()
 		defer srv.Close()
 		runLoad(b, benchClient(webIP, l.Addr().String()), "http://"+l.Addr().String()+"/", "api.shop.mesh")
 	})

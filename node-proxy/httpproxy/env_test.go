@@ -52,7 +52,7 @@ func startBackend(t testing.TB, ip string, h http.HandlerFunc, h2cOnly bool, con
 	for _, f := range configure {
 		f(b.srv)
 	}
-	go b.srv.Serve(l)
+	go func() { _ = b.srv.Serve(l) }()
 	t.Cleanup(func() { b.srv.Close() })
 	return b
 }
@@ -126,7 +126,9 @@ func startProxy(t testing.TB, c *config.Config, fwd forward.HTTP) *proxy {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
 	})
 	return p
 }
@@ -193,15 +195,3 @@ func do(t *testing.T, c *http.Client, method, url string, hdr map[string]string)
 }
 
 func itoa(i int32) string { return strconv.Itoa(int(i)) }
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

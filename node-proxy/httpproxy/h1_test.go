@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,29 +19,40 @@ import (
 	"github.com/trellis-mesh/trellis/node-proxy/forward"
 )
 
+// rawResult is one response read off a raw connection.
+type rawResult struct {
+	StatusCode int
+	Header     http.Header
+	Close      bool // the response said Connection: close
+}
+
 // rawExchange sends raw bytes on a new connection from webIP and reads one
 // response; closed reports whether the proxy closed the connection after.
-func rawExchange(t *testing.T, addr, raw string) (resp *http.Response, body string, closed bool) {
+func rawExchange(t *testing.T, addr, raw string) (res rawResult, body string, closed bool) {
 	t.Helper()
 	conn, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(webIP)}}).Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(conn, raw); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(conn)
-	for resp == nil || resp.StatusCode == http.StatusContinue {
-		if resp, err = http.ReadResponse(br, nil); err != nil {
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
 			t.Fatalf("no response to %q: %v", raw, err)
 		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusContinue {
+			continue
+		}
+		_, err = br.ReadByte()
+		return rawResult{StatusCode: resp.StatusCode, Header: resp.Header, Close: resp.Close}, string(b), errors.Is(err, io.EOF)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	_, err = br.ReadByte()
-	return resp, string(b), err == io.EOF
 }
 
 // TestFastPathStrictFraming: every ambiguous or malformed message framing
@@ -125,7 +137,7 @@ func TestFastPathBodiesAndFraming(t *testing.T) {
 		default:
 			w.Header().Set("X-Len", fmt.Sprint(len(b)))
 			w.Header().Set("X-TE", strings.Join(r.TransferEncoding, ","))
-			w.Write(b)
+			_, _ = w.Write(b)
 		}
 	}, false)
 	p := startProxy(t, baseConfig(svc("shop", "a", "", be.ep())), nil)
@@ -190,12 +202,14 @@ func TestFastPathKeepAliveAndPooling(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	var raw bytes.Buffer
 	for i := 0; i < 50; i++ {
 		fmt.Fprintf(&raw, "GET /%d HTTP/1.1\r\nHost: a.shop.mesh\r\n\r\n", i)
 	}
-	conn.Write(raw.Bytes())
+	if _, err := conn.Write(raw.Bytes()); err != nil {
+		t.Fatal(err)
+	}
 	br := bufio.NewReader(conn)
 	for i := 0; i < 50; i++ {
 		resp, err := http.ReadResponse(br, nil)
@@ -203,6 +217,7 @@ func TestFastPathKeepAliveAndPooling(t *testing.T) {
 			t.Fatalf("response %d: %v", i, err)
 		}
 		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
 		if want := fmt.Sprintf("a GET /%d ", i); string(b) != want {
 			t.Fatalf("response %d: %q, want %q", i, b, want)
 		}
@@ -307,8 +322,10 @@ func TestFastPathErrorKeepsFraming(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(conn, raw)
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
 	br := bufio.NewReader(conn)
 	var got []string
 	for {
@@ -317,6 +334,7 @@ func TestFastPathErrorKeepsFraming(t *testing.T) {
 			break
 		}
 		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
 		got = append(got, fmt.Sprintf("%d %s", resp.StatusCode, b))
 	}
 	// POST /metrics is denied (the rule allows GET only); its body is a

@@ -2,8 +2,7 @@ package httpproxy
 
 import (
 	"bytes"
-	"context"
-	"fmt"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -130,7 +129,7 @@ func (hc *h1conn) serve() {
 	for {
 		hc.rd.reset()
 		if hc.rd.w == 0 {
-			c.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+			_ = c.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
 			if err := hc.rd.fill(); err != nil {
 				return
 			}
@@ -138,7 +137,7 @@ func (hc *h1conn) serve() {
 		if !hc.state.CompareAndSwap(connIdle, connActive) {
 			return // closed while idle
 		}
-		c.SetReadDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+		_ = c.SetReadDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
 		n, err := hc.rd.readHead(s.opts.MaxHeaderBytes)
 		if err == nil && bytes.HasPrefix(hc.rd.buffered(), h2PrefaceHead) {
 			// HTTP/2 with prior knowledge (gRPC) is net/http's.
@@ -146,7 +145,7 @@ func (hc *h1conn) serve() {
 			return
 		}
 		if err != nil {
-			if err == errHeadTooBig {
+			if errors.Is(err, errHeadTooBig) {
 				hc.reject(&headError{status: http.StatusRequestHeaderFieldsTooLarge, reason: "request head larger than " + strconv.Itoa(s.opts.MaxHeaderBytes) + " bytes"}, "header_size")
 			}
 			return
@@ -186,7 +185,7 @@ func (hc *h1conn) handoff() bool {
 	}
 	// Each request starts at the front of the buffer (reset moved it there).
 	prefix := bytes.Clone(hc.rd.buf[:hc.rd.w])
-	hc.c.SetDeadline(time.Time{})
+	_ = hc.c.SetDeadline(time.Time{})
 	hc.s.handoff(hc.c, prefix)
 	return true
 }
@@ -197,9 +196,9 @@ func (hc *h1conn) handoff() bool {
 // drop what the client still sends for a moment, then close.
 func lingerClose(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		io.CopyN(io.Discard, c, 256<<10)
+		_ = cw.CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.CopyN(io.Discard, c, 256<<10)
 	}
 	c.Close()
 }
@@ -383,7 +382,7 @@ func (hc *h1conn) serveRequest() (nx next) {
 		b.stream = rq.contentLength
 	}
 	if b.chunked || b.stream > 0 {
-		hc.c.SetReadDeadline(time.Now().Add(hc.s.opts.IdleTimeout))
+		_ = hc.c.SetReadDeadline(time.Now().Add(hc.s.opts.IdleTimeout))
 	}
 	var deadline time.Time
 	if to := route.Service.Timeout; to > 0 {
@@ -407,7 +406,7 @@ func (hc *h1conn) readBody(p []byte) error {
 	n := copy(p, hc.rd.buffered())
 	hc.rd.r += n
 	if n < len(p) {
-		hc.c.SetReadDeadline(time.Now().Add(hc.s.opts.IdleTimeout))
+		_ = hc.c.SetReadDeadline(time.Now().Add(hc.s.opts.IdleTimeout))
 		_, err := io.ReadFull(hc.c, p[n:])
 		return err
 	}
@@ -614,6 +613,3 @@ var (
 )
 
 var _ chunkWriter = (*chunkOut)(nil)
-
-// clientGone marks a failed write to the client.
-func clientGone(err error) error { return fmt.Errorf("write to client: %w: %w", context.Canceled, err) }

@@ -550,7 +550,7 @@ func (b *connReader) readHead(limit int) (int, error) {
 			return 0, errHeadTooBig
 		}
 		if err := b.fill(); err != nil {
-			if err == errBufferFull {
+			if errors.Is(err, errBufferFull) {
 				return 0, errHeadTooBig
 			}
 			return 0, err
@@ -583,7 +583,7 @@ func (b *connReader) line(limit int) ([]byte, error) {
 			return nil, errBadChunk
 		}
 		if err := b.fill(); err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			return nil, err
@@ -665,7 +665,7 @@ func relayChunked(src *connReader, dst chunkWriter, maxTrailer int) (int64, erro
 		for size > 0 {
 			if src.r == src.w {
 				if err := src.fill(); err != nil {
-					if err == io.EOF {
+					if errors.Is(err, io.EOF) {
 						err = io.ErrUnexpectedEOF
 					}
 					return total, err

@@ -256,7 +256,7 @@ func (hc *h1conn) attempt(dst *forward.Destination, b *body, headLen int, deadli
 			}
 		}
 		if !deadline.Equal(uc.deadline) {
-			uc.c.SetDeadline(deadline)
+			_ = uc.c.SetDeadline(deadline)
 			uc.deadline = deadline
 		}
 		sent, err := hc.send(uc, b, headLen)
@@ -358,10 +358,10 @@ func (hc *h1conn) readResponseHead(uc *upConn) error {
 		uc.rd.reset()
 		n, err := uc.rd.readHead(maxRespHead)
 		if err != nil {
-			if err == errHeadTooBig {
+			if errors.Is(err, errHeadTooBig) {
 				return proxyerr.New(proxyerr.Upstream, "upstream response head too large")
 			}
-			if err == io.EOF && uc.rd.w > 0 {
+			if errors.Is(err, io.EOF) && uc.rd.w > 0 {
 				err = io.ErrUnexpectedEOF
 			}
 			return err
@@ -386,7 +386,7 @@ func (hc *h1conn) readResponseHead(uc *upConn) error {
 func (hc *h1conn) relay(x *exchange, uc *upConn, deadline time.Time) next {
 	resp := &uc.resp
 	if !deadline.Equal(uc.deadline) {
-		uc.c.SetDeadline(deadline) // the per-try timeout ends with the head
+		_ = uc.c.SetDeadline(deadline) // the per-try timeout ends with the head
 		uc.deadline = deadline
 	}
 	closing := hc.req.connClose || hc.s.noKeep.Load()
@@ -430,7 +430,7 @@ func (hc *h1conn) relay(x *exchange, uc *upConn, deadline time.Time) next {
 		for left := resp.contentLength; left > 0 && err == nil; {
 			if uc.rd.r == uc.rd.w {
 				if err = uc.rd.fill(); err != nil {
-					if err == io.EOF {
+					if errors.Is(err, io.EOF) {
 						err = io.ErrUnexpectedEOF
 					}
 					break
@@ -458,7 +458,7 @@ func (hc *h1conn) relay(x *exchange, uc *upConn, deadline time.Time) next {
 			}
 			uc.rd.r = uc.rd.w
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			err = o.write([]byte("0\r\n\r\n"))
 		}
 	}

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,7 +87,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchange{start: time.Now(), proto: r.Proto, method: r.Method, host: r.Host, path: r.URL.Path}
 	defer func() {
 		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler {
+			if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 				h.finish(&x)
 				panic(v)
 			}
@@ -534,9 +535,7 @@ func stripHopByHop(h http.Header) error {
 		}
 	}
 	for _, k := range hopByHop {
-		if _, ok := h[k]; ok {
-			delete(h, k)
-		}
+		delete(h, k)
 	}
 	if trailers {
 		h["Te"] = []string{"trailers"}

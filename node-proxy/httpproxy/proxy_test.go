@@ -108,9 +108,9 @@ func TestTrailersAndStreaming(t *testing.T) {
 		w.Header().Set("Trailer", "X-Announced")
 		w.Header().Set("Content-Type", "application/grpc")
 		w.WriteHeader(200)
-		io.WriteString(w, "part1")
+		_, _ = io.WriteString(w, "part1")
 		w.(http.Flusher).Flush()
-		io.WriteString(w, "part2")
+		_, _ = io.WriteString(w, "part2")
 		w.Header().Set("X-Announced", "a")
 		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
 	}, true)
@@ -209,8 +209,13 @@ func TestAccessControl(t *testing.T) {
 			t.Fatal(err)
 		}
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: api.shop.mesh\r\n\r\n")
+		if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: api.shop.mesh\r\n\r\n"); err != nil {
+			t.Fatalf("%s: write request: %v", path, err)
+		}
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err == nil {
+			resp.Body.Close()
+		}
 		conn.Close()
 		if err != nil || resp.StatusCode != 400 {
 			t.Fatalf("%s: %v %v, want 400", path, resp, err)
@@ -232,7 +237,7 @@ func TestSmuggledRequestIsRejected(t *testing.T) {
 		mu.Lock()
 		paths = append(paths, r.Method+" "+r.URL.Path)
 		mu.Unlock()
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body)
 	}, false)
 	p := startProxy(t, aclConfig(be), nil)
 	conn, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(webIP)}}).Dial("tcp", p.addr)
@@ -244,12 +249,15 @@ func TestSmuggledRequestIsRejected(t *testing.T) {
 	req := "GET /metrics HTTP/1.1\r\nHost: api.shop.mesh\r\nContent-Length: " + fmt.Sprint(5+len(smuggled)) +
 		"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(conn, req)
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 400 || resp.Header.Get(HeaderError) != "bad_request" || !resp.Close ||
 		!strings.Contains(string(b), "both Content-Length and Transfer-Encoding") {
@@ -286,10 +294,16 @@ func TestHeaderLimits(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a.shop.mesh\r\nBad Header\r\n\r\n")
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a.shop.mesh\r\nBad Header\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil || resp.StatusCode != 400 {
-		t.Fatalf("malformed header: %v %v", resp, err)
+	if err != nil {
+		t.Fatalf("malformed header: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("malformed header: %v", resp)
 	}
 }
 
@@ -301,7 +315,9 @@ func TestSlowlorisIsCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a.shop.mesh\r\n") // never finishes the head
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a.shop.mesh\r\n"); err != nil { // never finishes the head
+		t.Fatal(err)
+	}
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	start := time.Now()
 	_, err = io.ReadAll(conn)

@@ -195,7 +195,7 @@ func TestGRPCEndToEnd(t *testing.T) {
 	hs := health.NewServer()
 	hs.SetServingStatus("shop.Orders", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(l)
+	go func() { _ = gs.Serve(l) }()
 	t.Cleanup(gs.Stop)
 	port := int32(l.Addr().(*net.TCPAddr).Port)
 	s := config.Service{Namespace: "shop", Name: "orders",

@@ -42,7 +42,9 @@ func tcpEcho(t *testing.T, ip, name string) int32 {
 				defer c.Close()
 				sc := bufio.NewScanner(c)
 				for sc.Scan() {
-					io.WriteString(c, name+":"+sc.Text()+"\n")
+					if _, err := io.WriteString(c, name+":"+sc.Text()+"\n"); err != nil {
+						return // the client went away
+					}
 				}
 			}()
 		}
@@ -63,7 +65,7 @@ func udpEcho(t *testing.T, ip, name string) int32 {
 			if err != nil {
 				return
 			}
-			pc.WriteTo(append([]byte(name+":"), buf[:n]...), a)
+			_, _ = pc.WriteTo(append([]byte(name+":"), buf[:n]...), a) // best effort, like any UDP reply
 		}
 	}()
 	return int32(pc.LocalAddr().(*net.UDPAddr).Port)
@@ -109,7 +111,7 @@ func startTCP(t *testing.T, d Deps) (*TCP, string) {
 		t.Fatal(err)
 	}
 	p := NewTCP(d, 1, l)
-	go p.Serve()
+	go func() { _ = p.Serve() }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -178,13 +180,15 @@ func TestTCPHalfClose(t *testing.T) {
 			return
 		}
 		b, _ := io.ReadAll(c) // until the client's FIN
-		io.WriteString(c, "got "+string(b))
+		_, _ = io.WriteString(c, "got "+string(b))
 		c.Close()
 	}()
 	d := deps(t, l4Config(config.ProtocolTCP, int32(l.Addr().(*net.TCPAddr).Port)))
 	_, addr := startTCP(t, d)
 	c := dialFrom(t, "tcp", apiIP, addr)
-	io.WriteString(c, "request")
+	if _, err := io.WriteString(c, "request"); err != nil {
+		t.Fatal(err)
+	}
 	c.(*net.TCPConn).CloseWrite()
 	b, err := io.ReadAll(c)
 	if err != nil || string(b) != "got request" {
@@ -242,7 +246,7 @@ func startUDP(t *testing.T, d Deps) (*UDP, string) {
 		t.Fatal(err)
 	}
 	p := NewUDP(d, 1, pc)
-	go p.Serve()
+	go func() { _ = p.Serve() }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -375,13 +379,15 @@ func TestTCPIdleTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		return c, bufio.NewReader(c)
 	}
 
 	// Quiet both ways: closed after about idle.
 	c, br := dial()
-	io.WriteString(c, "hello\n")
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := br.ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +401,9 @@ func TestTCPIdleTimeout(t *testing.T) {
 
 	// Bytes flowing one way (to the client) keep it open past idle.
 	c, br = dial()
-	io.WriteString(c, "tick\n")
+	if _, err := io.WriteString(c, "tick\n"); err != nil {
+		t.Fatal(err)
+	}
 	got := 0
 	start = time.Now()
 	for {

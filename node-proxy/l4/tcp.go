@@ -98,7 +98,7 @@ func (p *TCP) CloseListener() error {
 // Drain stops accepting and waits for open connections until ctx ends,
 // then closes those left. It returns how many were cut.
 func (p *TCP) Drain(ctx context.Context) int {
-	p.CloseListener()
+	_ = p.CloseListener()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -161,7 +161,7 @@ func (p *TCP) handle(c net.Conn) {
 		p.Log.Debug("tcp connection refused", zap.Int32("port", p.Port), zap.String("src", c.RemoteAddr().String()),
 			zap.String("class", proxyerr.Classify(err).String()), zap.String("reason", proxyerr.Reason(err)))
 		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) // RST: the client learns at once that it was refused
+			_ = tc.SetLinger(0) // RST: the client learns at once that it was refused
 		}
 		return
 	}
@@ -266,7 +266,7 @@ func pipe(dst, src net.Conn, a *activity) int64 {
 	var total int64
 	for {
 		if a.idle > 0 {
-			src.SetReadDeadline(time.Now().Add(a.idle / 4))
+			_ = src.SetReadDeadline(time.Now().Add(a.idle / 4))
 		}
 		n, err := io.Copy(dst, src)
 		total += n
@@ -276,7 +276,7 @@ func pipe(dst, src net.Conn, a *activity) int64 {
 		if err == nil {
 			// The client or pod finished sending: pass the half-close on.
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
+				_ = cw.CloseWrite()
 				return total
 			}
 			break

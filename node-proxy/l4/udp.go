@@ -239,7 +239,7 @@ func (p *UDP) Drain(ctx context.Context) int {
 	}
 done:
 	n := p.Flows()
-	p.CloseListener()
+	_ = p.CloseListener() // closing an already-failed socket has nothing left to report
 	close(p.stop)
 	p.mu.Lock()
 	fs := p.flows

@@ -237,12 +237,12 @@ func (p *Proxy) apply(cfg *config.Config, cur *runtime.Runtime) error {
 	for port, l := range newTCP {
 		s := l4.NewTCP(deps, port, l)
 		p.tcp[port] = s
-		go s.Serve()
+		go func() { _ = s.Serve() }() // returns only once the listener is closed
 	}
 	for port, pc := range newUDP {
 		s := l4.NewUDP(deps, port, pc)
 		p.udp[port] = s
-		go s.Serve()
+		go func() { _ = s.Serve() }() // returns only once the socket is closed
 	}
 	for port, s := range p.tcp {
 		if _, ok := rt.TCP[port]; !ok {
@@ -258,7 +258,12 @@ func (p *Proxy) apply(cfg *config.Config, cur *runtime.Runtime) error {
 	}
 	if newHTTP != nil || httpPort == 0 {
 		if old := p.httpSrv; old != nil {
-			p.retire(func(ctx context.Context) { old.Shutdown(ctx) })
+			p.retire(func(ctx context.Context) {
+				if err := old.Shutdown(ctx); err != nil {
+					p.log.Warn("in-flight HTTP requests cut at the end of the listener grace period", zap.Error(err))
+					old.Close()
+				}
+			})
 			p.httpSrv, p.httpAddr = nil, nil
 		}
 		if newHTTP != nil {
@@ -338,7 +343,11 @@ func (p *Proxy) Run(ctx context.Context, src Source) error {
 			return fmt.Errorf("admin listener %s: %w", p.opts.AdminAddr, err)
 		}
 		adminSrv = &http.Server{Handler: admin.Handler(p, p.metrics.Registry), ReadHeaderTimeout: 5 * time.Second}
-		go adminSrv.Serve(l)
+		go func() {
+			if err := adminSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.log.Error("admin listener stopped", zap.Error(err))
+			}
+		}()
 		defer adminSrv.Close()
 	}
 	srcCtx, stopSrc := context.WithCancel(ctx)

@@ -50,9 +50,9 @@ func startHTTP(t *testing.T, ip, name string) *httpBackend {
 			b.started <- struct{}{}
 			<-b.release
 		}
-		io.WriteString(w, name)
+		_, _ = io.WriteString(w, name)
 	})}
-	go srv.Serve(l)
+	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
 	return b
 }
@@ -73,7 +73,9 @@ func startTCPEcho(t *testing.T, ip, name string) int32 {
 				defer c.Close()
 				sc := bufio.NewScanner(c)
 				for sc.Scan() {
-					io.WriteString(c, name+":"+sc.Text()+"\n")
+					if _, err := io.WriteString(c, name+":"+sc.Text()+"\n"); err != nil {
+						return // the client went away
+					}
 				}
 			}()
 		}
@@ -121,7 +123,9 @@ func get(t *testing.T, addr, path string) (int, string) {
 func tcpLine(t *testing.T, c net.Conn, msg string) string {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, msg+"\n")
+	if _, err := io.WriteString(c, msg+"\n"); err != nil {
+		t.Fatalf("tcp %q: write: %v", msg, err)
+	}
 	s, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		t.Fatalf("tcp %q: %v", msg, err)
@@ -364,8 +368,8 @@ func TestAdminAndDrain(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	select {
-	case <-done:
-		t.Fatal("shutdown finished while a request was in flight")
+	case err := <-done:
+		t.Fatalf("shutdown finished while a request was in flight (Run returned %v)", err)
 	default:
 	}
 	close(h.release)
