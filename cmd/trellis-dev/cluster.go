@@ -53,8 +53,11 @@ func newUp(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if os.Geteuid() != 0 {
-				return cluster.ErrNotRoot
+			sandbox := cluster.NeedsSandbox()
+			if sandbox {
+				if err := cluster.SandboxAvailable(ctx); err != nil {
+					return err
+				}
 			}
 			st, err := cluster.ReadStatus(g.state)
 			if err != nil {
@@ -87,8 +90,10 @@ func newUp(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := cluster.Preflight(bins); err != nil {
-				return err
+			if !sandbox {
+				if err := cluster.Preflight(bins); err != nil {
+					return err
+				}
 			}
 			self := bins.Path("trellis-dev")
 			if err := os.MkdirAll(filepath.Join(g.state, "logs"), 0o755); err != nil {
@@ -99,8 +104,16 @@ func newUp(g *globals) *cobra.Command {
 				return err
 			}
 			defer func() { _ = logf.Close() }()
-			d := exec.Command(self, "daemon", "--state", g.state, "--nodes", fmt.Sprint(nodes),
-				"--upstream", bins.Upstream, "--own", bins.Own)
+			argv := []string{self, "daemon", "--state", g.state, "--nodes", fmt.Sprint(nodes),
+				"--upstream", bins.Upstream, "--own", bins.Own}
+			if sandbox {
+				argv = cluster.SandboxCommand(append(argv, "--sandbox"))
+			}
+			d := exec.Command(argv[0], argv[1:]...)
+			d.Env = os.Environ()
+			if sandbox {
+				d.Env = append(d.Env, cluster.SandboxEnv+"=1")
+			}
 			d.Stdout, d.Stderr = logf, logf
 			d.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 			_ = os.Remove(filepath.Join(g.state, "status.json"))
@@ -169,6 +182,7 @@ func alivePID(pid int) bool { return cluster.Alive(pid) }
 func newDaemon(g *globals) *cobra.Command {
 	var nodes int
 	var upstream, own string
+	var sandbox bool
 	cmd := &cobra.Command{
 		Use:    "daemon",
 		Short:  "Run the cluster supervisor in the foreground (used by up)",
@@ -181,13 +195,14 @@ func newDaemon(g *globals) *cobra.Command {
 			}
 			return cluster.Run(cmd.Context(), cluster.Config{
 				Nodes: nodes, StateDir: g.state, Self: self,
-				Bins: toolchain.Bins{Upstream: upstream, Own: own},
+				Bins: toolchain.Bins{Upstream: upstream, Own: own}, Sandbox: sandbox,
 			})
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 2, "number of nodes")
 	cmd.Flags().StringVar(&upstream, "upstream", "", "folder of upstream binaries")
 	cmd.Flags().StringVar(&own, "own", "", "folder of Trellis binaries")
+	cmd.Flags().BoolVar(&sandbox, "sandbox", false, "prepare an unprivileged sandbox first (set by up without root)")
 	return cmd
 }
 
@@ -197,8 +212,10 @@ func newDown(g *globals) *cobra.Command {
 		Short: "Stop the cluster and remove every namespace, link, rule and process it made",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Geteuid() != 0 {
-				return cluster.ErrNotRoot
+			if cluster.NeedsSandbox() {
+				if st, _ := cluster.ReadStatus(g.state); st.Alive() && !st.Sandbox {
+					return fmt.Errorf("the running cluster was started by root; stop it as root: %w", cluster.ErrNotRoot)
+				}
 			}
 			start := time.Now()
 			removed, err := cluster.Stop(cmd.Context(), g.state)

@@ -6,12 +6,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/e2e/cluster"
+	"github.com/trellis-mesh/trellis/e2e/toolchain"
 )
 
 func connect(g *globals) (*cluster.Client, error) { return cluster.Connect(g.state) }
@@ -126,4 +128,36 @@ func newLogs(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the pod")
 	cmd.Flags().StringVarP(&ctr, "container", "c", "", "container (default: the first)")
 	return cmd
+}
+
+func newShell(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "shell [-- CMD ARGS...]",
+		Short: "Run a shell (or CMD) with KUBECONFIG and kubectl set up for the cluster; without root, inside its sandbox",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect(g)
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				sh := os.Getenv("SHELL")
+				if sh == "" {
+					sh = "/bin/sh"
+				}
+				args = []string{sh}
+			}
+			x := exec.CommandContext(cmd.Context(), args[0], args[1:]...)
+			x.Env = append(os.Environ(), "KUBECONFIG="+c.Status.Kubeconfig,
+				"PATH="+filepath.Join(toolchain.CacheDir(), "upstream", "current")+":"+os.Getenv("PATH"))
+			x.Stdin, x.Stdout, x.Stderr = os.Stdin, os.Stdout, os.Stderr
+			if err := x.Run(); err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					return exitError(ee.ExitCode())
+				}
+				return err
+			}
+			return nil
+		},
+	}
 }

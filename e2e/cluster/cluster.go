@@ -43,6 +43,7 @@ type Config struct {
 	StateDir string         // where state, logs and kubeconfig live
 	Bins     toolchain.Bins // built binaries
 	Self     string         // path of the trellis-dev binary (runs pod-init)
+	Sandbox  bool           // started by SandboxCommand: prepare the sandbox first
 }
 
 // Phase of a cluster, as written in status.json.
@@ -68,6 +69,7 @@ type Status struct {
 	Started    time.Time         `json:"started"`
 	ReadyAfter string            `json:"readyAfter,omitempty"`
 	Images     map[string]string `json:"images"`
+	Sandbox    bool              `json:"sandbox,omitempty"` // runs in an unprivileged user namespace held by PID
 }
 
 // DefaultStateDir is $TRELLIS_STATE, else $XDG_STATE_HOME/trellis-dev, else
@@ -155,6 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 		APIServer:  "https://" + apiserverIP + ":" + strconv.Itoa(APIServerPort),
 	}}
 	s.status.Images = imageTable(cfg.Bins)
+	s.status.Sandbox = cfg.Sandbox
 	for i := 1; i <= cfg.Nodes; i++ {
 		n := newNode(i)
 		s.nodes = append(s.nodes, n)
@@ -186,6 +189,13 @@ func Run(ctx context.Context, cfg Config) error {
 func (s *supervisor) start(ctx, kctx context.Context, kubeletDone chan struct{}) error {
 	cfg := s.cfg
 	done := func() { close(kubeletDone) }
+	if cfg.Sandbox {
+		s.progress("sandbox: unprivileged user, network and mount namespaces (no root needed)")
+		if err := prepareSandbox(ctx, cfg.StateDir); err != nil {
+			done()
+			return err
+		}
+	}
 	if err := Preflight(cfg.Bins); err != nil {
 		done()
 		return err
@@ -490,4 +500,4 @@ func Preflight(b toolchain.Bins) error {
 }
 
 // ErrNotRoot explains why the cluster needs root.
-var ErrNotRoot = errors.New("the local cluster needs root: it creates network namespaces, veth links and nftables rules (kube-proxy); run it as root (e.g. `sudo -E go tool task demo`) or in a VM/container where you are root")
+var ErrNotRoot = errors.New("the local cluster needs root or unprivileged user namespaces: it creates network namespaces, veth links and nftables rules (kube-proxy); run it as root (e.g. `sudo -E go tool task demo`), or enable user namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0)")

@@ -50,6 +50,17 @@ func Stop(ctx context.Context, stateDir string) ([]string, error) {
 func Cleanup(ctx context.Context, stateDir string) ([]string, error) {
 	var removed []string
 	killPidFiles(filepath.Join(stateDir, "pids"))
+	if NeedsSandbox() {
+		// Without root the cluster only ever lived in a sandbox, which
+		// vanished with its supervisor; only its processes and files remain
+		// to check.
+		for _, p := range Processes() {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+			removed = append(removed, fmt.Sprintf("process %d", p))
+		}
+		removeState(stateDir)
+		return removed, nil
+	}
 	nss, err := Namespaces(ctx)
 	if err != nil {
 		return removed, err
@@ -87,13 +98,18 @@ func Cleanup(ctx context.Context, stateDir string) ([]string, error) {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 		removed = append(removed, fmt.Sprintf("process %d", p))
 	}
-	for _, d := range []string{"pods", "etcd", "pki", "pids"} {
+	removeState(stateDir)
+	return removed, nil
+}
+
+// removeState deletes the cluster's files, keeping its logs.
+func removeState(stateDir string) {
+	for _, d := range []string{"pods", "etcd", "pki", "pids", "sandbox"} {
 		_ = os.RemoveAll(filepath.Join(stateDir, d))
 	}
 	for _, f := range []string{"status.json", "admin.kubeconfig", "controller-manager.kubeconfig", "scheduler.kubeconfig", "kube-proxy.kubeconfig"} {
 		_ = os.Remove(filepath.Join(stateDir, f))
 	}
-	return removed, nil
 }
 
 // Namespaces lists the network namespaces the cluster owns.

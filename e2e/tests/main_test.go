@@ -25,17 +25,26 @@ var (
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
+// innerEnv marks the copy of this test binary that runs inside the
+// sandbox of an unprivileged cluster.
+const innerEnv = "TRELLIS_E2E_INNER"
+
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		msg := "e2e: the local cluster needs root (network namespaces, nftables); run `sudo -E go tool task test:e2e`"
-		if os.Getenv("TRELLIS_E2E") == "required" {
-			fmt.Fprintln(os.Stderr, "FAIL:", msg)
-			return 1
-		}
-		fmt.Fprintln(os.Stderr, "SKIP:", msg)
-		return 0
-	}
 	ctx := context.Background()
+	if os.Getenv(innerEnv) == "1" {
+		return runInner(m)
+	}
+	if cluster.NeedsSandbox() {
+		if err := cluster.SandboxAvailable(ctx); err != nil {
+			msg := "e2e: " + err.Error()
+			if os.Getenv("TRELLIS_E2E") == "required" {
+				fmt.Fprintln(os.Stderr, "FAIL:", msg)
+				return 1
+			}
+			fmt.Fprintln(os.Stderr, "SKIP:", msg)
+			return 0
+		}
+	}
 	wd, _ := os.Getwd()
 	root, err := toolchain.RepoRoot(wd)
 	if err != nil {
@@ -62,6 +71,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	fmt.Printf("e2e: cluster up in %s\n", time.Since(start).Round(100*time.Millisecond))
+	if cluster.NeedsSandbox() {
+		return runOuter()
+	}
 	if env, err = cluster.Connect(state); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -136,3 +148,55 @@ func reportField(report, key string) string {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// runOuter re-runs this test binary inside the sandbox of the cluster it
+// just started (the cluster's addresses exist only there), then takes the
+// cluster down and checks that none of its processes remain.
+func runOuter() int {
+	st, err := cluster.ReadStatus(state)
+	if err != nil || !st.Alive() {
+		fmt.Fprintf(os.Stderr, "e2e: no sandboxed supervisor after up: %v\n", err)
+		return 1
+	}
+	argv := cluster.EnterCommand(st.PID, os.Args)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), cluster.SandboxEnv+"=1", innerEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	code := 0
+	if err := cmd.Run(); err != nil {
+		code = 1
+		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() > 0 {
+			code = ee.ExitCode()
+		}
+	}
+	if out, err := dev("down"); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: down: %v\n%s", err, out)
+		return 1
+	}
+	if ps := cluster.Processes(); len(ps) != 0 || cluster.Alive(st.PID) {
+		fmt.Fprintf(os.Stderr, "FAIL: e2e: processes left after down: %v (supervisor alive: %v)\n", ps, cluster.Alive(st.PID))
+		return 1
+	}
+	return code
+}
+
+// runInner runs the tests inside the sandbox against the running cluster.
+func runInner(m *testing.M) int {
+	bins = toolchain.Cached()
+	state = cluster.DefaultStateDir()
+	var err error
+	if env, err = cluster.Connect(state); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// rootOnly skips tests that stop and restart the whole cluster, which the
+// sandboxed run cannot do from inside its own sandbox; CI runs as root and
+// runs them.
+func rootOnly(t *testing.T) {
+	if cluster.InSandbox() {
+		t.Skip("restarts the cluster: runs as root only (the sandboxed run checks teardown from outside)")
+	}
+}

@@ -20,6 +20,7 @@ import (
 // with one clear line and leaves nothing behind, and once the port is free
 // it cleans the leftovers and starts a fresh cluster.
 func TestZYCrashAndRestart(t *testing.T) {
+	rootOnly(t)
 	st, err := cluster.ReadStatus(state)
 	if err != nil || !st.Alive() {
 		t.Fatalf("no running supervisor to crash: %v", err)

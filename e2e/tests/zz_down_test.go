@@ -14,6 +14,7 @@ import (
 // /etc/netns entry or process of the cluster behind, and a second down is a
 // harmless no-op.
 func TestZZDownLeavesNothing(t *testing.T) {
+	rootOnly(t)
 	start := time.Now()
 	out, err := dev("down")
 	if err != nil {

@@ -124,6 +124,11 @@ func Key(root string, m Module) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
+// Cached returns where Ensure puts the binaries, without building.
+func Cached() Bins {
+	return Bins{Upstream: filepath.Join(CacheDir(), "upstream", "current"), Own: filepath.Join(CacheDir(), "own")}
+}
+
 // Ensure builds what is missing and returns where the binaries are. Upstream
 // binaries are built once per pin; own binaries are rebuilt every call (the
 // Go build cache makes that a link step when nothing changed).
@@ -219,7 +224,7 @@ func BuildOwn(ctx context.Context, root, out string, progress Progress) error {
 		if _, err := os.Stat(filepath.Join(root, pkg)); err != nil {
 			continue
 		}
-		err := goCmd(ctx, root, nil, "build", "-trimpath", "-o", filepath.Join(out, name), pkg)
+		err := goCmd(ctx, root, nil, "build", "-trimpath", "-buildvcs=false", "-o", filepath.Join(out, name), pkg)
 		if err == nil {
 			continue
 		}
@@ -255,7 +260,7 @@ func buildModule(ctx context.Context, root string, m Module, dir string, progres
 	for name, pkg := range m.Commands {
 		start := time.Now()
 		env := []string{"CGO_ENABLED=0"}
-		if err := goCmd(ctx, src, env, "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(tmp, name), pkg); err != nil {
+		if err := goCmd(ctx, src, env, "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", filepath.Join(tmp, name), pkg); err != nil {
 			_ = os.RemoveAll(tmp)
 			return fmt.Errorf("building %s from tools/%s: %w", name, m.Dir, err)
 		}
