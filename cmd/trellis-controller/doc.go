@@ -3,6 +3,6 @@
 // `trellis-controller uninstall` removes the CoreDNS block and every shadow
 // Service after the Deployment is deleted.
 //
-// Imports: controller/app, controller/settings, client-go, prometheus, zap,
-// the standard library.
+// Imports: controller/app, controller/settings, client-go, the apiextensions
+// client, prometheus, zap, the standard library.
 package main

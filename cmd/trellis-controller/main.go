@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -41,6 +42,7 @@ type flags struct {
 	dnsAddr      string
 	tlsCert      string
 	tlsKey       string
+	webhookAddr  string
 	audiences    string
 	logLevel     string
 	noElection   bool
@@ -60,6 +62,7 @@ func parse(name string, args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.dnsAddr, "dns-addr", ":5353", "address of the mesh DNS responder, UDP and TCP (\"\" disables)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve streams over TLS with this certificate (PEM; re-read on change)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "key of --tls-cert")
+	fs.StringVar(&f.webhookAddr, "webhook-addr", ":9443", "address of the SMI CRDs' conversion webhook (TLS, certificate kept in a Secret; the trellis-controller Service's port 443 targets it; \"\" disables)")
 	fs.StringVar(&f.audiences, "token-audiences", "", "comma-separated audiences proxy tokens must carry (default: the apiserver's)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.noElection, "no-leader-election", false, "lead without a Lease (one replica only; for debugging)")
@@ -166,6 +169,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, name+":", err)
 		return 1
 	}
+	ext, err := apiextensionsclient.NewForConfig(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, name+":", err)
+		return 1
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	id := f.identity
@@ -183,6 +191,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		ServeAddr: f.serveAddr, MetricsAddr: f.metricsAddr, DNSAddr: f.dnsAddr,
 		TLSCertFile: f.tlsCert, TLSKeyFile: f.tlsKey, TokenAudiences: auds,
 		NoLeaderElection: f.noElection, Registry: reg, Log: log,
+		WebhookAddr: f.webhookAddr, APIExtensions: ext,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, name+":", err)

@@ -12,7 +12,9 @@ import (
 func TestFlagErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "settings.yaml")
-	os.WriteFile(bad, []byte("meshDomian: x\n"), 0o644)
+	if err := os.WriteFile(bad, []byte("meshDomian: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		code int

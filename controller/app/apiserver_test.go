@@ -324,7 +324,9 @@ func TestController(t *testing.T) {
 		BoundObjectRef: &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: "proxy-a", UID: must(kube.CoreV1().Pods("trellis-system").Get(ctx, "proxy-a", metav1.GetOptions{})).UID},
 	}}, metav1.CreateOptions{}))
 	tokFile := t.TempDir() + "/token"
-	os.WriteFile(tokFile, []byte(tok.Status.Token), 0o600)
+	if err := os.WriteFile(tokFile, []byte(tok.Status.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	var got []*config.Config
 	var events []source.StreamEvent
@@ -332,12 +334,19 @@ func TestController(t *testing.T) {
 	defer scancel()
 	st := &source.Stream{URL: "http://" + follower.serve, TokenFile: tokFile, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
 		OnEvent: func(e source.StreamEvent) { mu.Lock(); events = append(events, e); mu.Unlock() }}
-	go st.Run(sctx, func(_ context.Context, c *config.Config) error {
-		mu.Lock()
-		got = append(got, c)
-		mu.Unlock()
-		return nil
-	})
+	streamDone := make(chan struct{})
+	go func() {
+		defer close(streamDone)
+		if err := st.Run(sctx, func(_ context.Context, c *config.Config) error {
+			mu.Lock()
+			got = append(got, c)
+			mu.Unlock()
+			return nil
+		}); err != nil {
+			t.Errorf("stream client: %v", err)
+		}
+	}()
+	defer func() { scancel(); <-streamDone }()
 	latest := func() *config.Config {
 		mu.Lock()
 		defer mu.Unlock()
@@ -371,7 +380,9 @@ func TestController(t *testing.T) {
 
 	// --- a TrafficSplit change reaches the stream.
 	cur := must(dyn.Resource(splitGVR).Namespace("shop").Get(ctx, "web", metav1.GetOptions{}))
-	unstructured.SetNestedSlice(cur.Object, []any{map[string]any{"service": "web-v1", "weight": int64(20)}, map[string]any{"service": "web-v2", "weight": int64(80)}}, "spec", "backends")
+	if err := unstructured.SetNestedSlice(cur.Object, []any{map[string]any{"service": "web-v1", "weight": int64(20)}, map[string]any{"service": "web-v2", "weight": int64(80)}}, "spec", "backends"); err != nil {
+		t.Fatal(err)
+	}
 	must(dyn.Resource(splitGVR).Namespace("shop").Update(ctx, cur, metav1.UpdateOptions{}))
 	poll(t, "split change streamed", 10*time.Second, func() string {
 		if c := latest(); c == nil || weight(c) != 20 {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -34,6 +35,8 @@ import (
 	"github.com/trellis-mesh/trellis/controller/shadow"
 	"github.com/trellis-mesh/trellis/controller/topology"
 	"github.com/trellis-mesh/trellis/controller/watch"
+	"github.com/trellis-mesh/trellis/controller/webhook"
+	"github.com/trellis-mesh/trellis/manifests/crds"
 	"github.com/trellis-mesh/trellis/smi"
 )
 
@@ -66,6 +69,24 @@ type Options struct {
 	Log              *zap.Logger
 	// OnListen, when set, is told the bound addresses (tests).
 	OnListen func(serve, dnsUDP net.Addr)
+
+	// WebhookAddr serves the SMI CRDs' conversion webhook over TLS (":9443";
+	// "" disables). The Service trellis-controller port 443 must reach it.
+	WebhookAddr string
+	// WebhookSecret holds the webhook's CA and serving certificate, in the
+	// mesh namespace (default "trellis-controller-webhook").
+	WebhookSecret string
+	// WebhookIPs are extra IP SANs of the serving certificate (tests that
+	// point a CRD at https://127.0.0.1:port).
+	WebhookIPs []net.IP
+	// WebhookResync is how often every replica re-reads the Secret and the
+	// leader re-checks the CRDs' caBundle (default 1m).
+	WebhookResync time.Duration
+	// APIExtensions patches the CRDs' caBundle (nil: the leader leaves the
+	// CRDs alone).
+	APIExtensions apiextensionsclient.Interface
+	// OnWebhookListen, when set, is told the webhook's address (tests).
+	OnWebhookListen func(net.Addr)
 }
 
 // Controller is one replica.
@@ -87,12 +108,16 @@ type Controller struct {
 
 	mu        sync.Mutex
 	prev      *compile.Result
-	top       *topology.Topology
+	meshed    []serviceView // for /debug/services; nil before the first rebuild
 	dnsState  string
 	dnsDone   string // last upstream written to the Corefile
 	dnsNextAt time.Time
 	shadowErr string
 	cache     topology.DecodeCache
+	// webhookState is shown in /debug/state; webhookKick makes the webhook
+	// loop check the CRDs now (on gaining leadership).
+	webhookState string
+	webhookKick  chan struct{}
 }
 
 type metrics struct {
@@ -107,7 +132,6 @@ type metrics struct {
 	shadowOps   *prometheus.CounterVec
 	dnsQueries  *prometheus.CounterVec
 	dnsNames    prometheus.Gauge
-	events      *prometheus.CounterVec
 	corednsSync *prometheus.CounterVec
 }
 
@@ -149,7 +173,13 @@ func New(o Options) (*Controller, error) {
 	if o.Identity == "" {
 		return nil, errors.New("identity (the pod name) is required for leader election")
 	}
-	c := &Controller{o: o, s: o.Settings, log: o.Log, hub: serve.NewHub(), m: newMetrics(o.Registry)}
+	if o.WebhookSecret == "" {
+		o.WebhookSecret = "trellis-controller-webhook"
+	}
+	if o.WebhookResync <= 0 {
+		o.WebhookResync = time.Minute
+	}
+	c := &Controller{o: o, s: o.Settings, log: o.Log, hub: serve.NewHub(), m: newMetrics(o.Registry), webhookKick: make(chan struct{}, 1)}
 	c.deb = &watch.Debouncer{Quiet: c.s.Debounce.Quiet.D(), Max: c.s.Debounce.Max.D()}
 	c.watcher = watch.New(o.Kube, o.Dynamic, o.Discovery, watch.Options{OnChange: func(string) { c.deb.Nudge() }, Log: o.Log.Named("watch")})
 
@@ -260,6 +290,22 @@ func (c *Controller) Run(ctx context.Context) error {
 		ms := &http.Server{Handler: promhttp.HandlerFor(c.o.Registry, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		goRun("metrics", func(ctx context.Context) error { return serve.Serve(ctx, ms, ml, time.Second) })
 	}
+	if c.o.WebhookAddr != "" {
+		wl, err := net.Listen("tcp", c.o.WebhookAddr)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("conversion webhook listener %s: %w", c.o.WebhookAddr, err)
+		}
+		certs := &webhook.Certs{Client: c.o.Kube, Namespace: c.s.MeshNamespace, Secret: c.o.WebhookSecret,
+			DNSNames: webhook.ServiceDNSNames(crds.ConversionService, crds.ConversionNamespace), IPs: c.o.WebhookIPs}
+		ws := webhook.HTTPServer()
+		goRun("webhook", func(ctx context.Context) error { return serve.Serve(ctx, ws, certs.Listener(wl), 5*time.Second) })
+		goRun("webhook certificate", func(ctx context.Context) error { c.webhookLoop(ctx, certs); return nil })
+		if c.o.OnWebhookListen != nil {
+			c.o.OnWebhookListen(wl.Addr())
+		}
+	}
 	if c.o.OnListen != nil {
 		c.o.OnListen(l.Addr(), dnsAddr)
 	}
@@ -314,6 +360,60 @@ func (c *Controller) setLeading(b bool) {
 		c.m.leader.Set(v)
 		c.log.Info("leadership changed", zap.Bool("leading", b))
 		c.deb.Nudge()
+		if b {
+			select {
+			case c.webhookKick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// webhookLoop keeps the webhook's certificate loaded from its Secret (every
+// replica) and, on the leader, the CRDs' caBundle equal to its CA.
+func (c *Controller) webhookLoop(ctx context.Context, certs *webhook.Certs) {
+	log := c.log.Named("webhook")
+	wait := time.Second
+	for {
+		state := ""
+		wrote, err := certs.Ensure(ctx)
+		switch {
+		case err != nil:
+			state = "certificate: " + err.Error()
+			log.Warn("conversion webhook certificate not ready; retrying", zap.Error(err), zap.Duration("retry", wait))
+		case c.leading.Load() && c.o.APIExtensions != nil:
+			if wrote {
+				log.Info("wrote the conversion webhook certificate", zap.String("secret", c.s.MeshNamespace+"/"+c.o.WebhookSecret))
+			}
+			updated, serr := webhook.SyncCABundle(ctx, c.o.APIExtensions.ApiextensionsV1().CustomResourceDefinitions(), certs.CABundle())
+			if len(updated) > 0 {
+				log.Info("set the conversion webhook caBundle", zap.Strings("crds", updated))
+			}
+			if serr != nil {
+				err = serr
+				state = "caBundle: " + serr.Error()
+				log.Warn("conversion webhook caBundle not set; retrying", zap.Error(serr), zap.Duration("retry", wait))
+			}
+		}
+		c.mu.Lock()
+		c.webhookState = state
+		c.mu.Unlock()
+		next := c.o.WebhookResync
+		if err != nil {
+			next = min(wait, c.o.WebhookResync)
+			wait = min(2*wait, 30*time.Second)
+		} else {
+			wait = time.Second
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-c.webhookKick:
+			t.Stop()
+		case <-t.C:
+		}
 	}
 }
 
@@ -383,7 +483,7 @@ func (c *Controller) rebuild(ctx context.Context, since time.Time) {
 	c.m.services.Set(float64(res.Services))
 	c.m.pending.Set(float64(len(res.Pending)))
 	c.mu.Lock()
-	c.prev, c.top = res, top
+	c.prev, c.meshed = res, c.serviceViews(top)
 	c.mu.Unlock()
 	c.updateDNS(top, existing)
 	c.m.rebuild.Observe(time.Since(start).Seconds())
@@ -506,6 +606,7 @@ func (c *Controller) state() map[string]any {
 		"smi":          c.watcher.Served().String(),
 		"dns":          c.dnsState,
 		"shadowErrors": c.shadowErr,
+		"webhookError": c.webhookState,
 		"problems":     c.rep.Summary(),
 	}
 	if c.prev != nil {
@@ -520,25 +621,30 @@ func (c *Controller) state() map[string]any {
 	return out
 }
 
+// serviceView is one entry of /debug/services. It is built at rebuild time
+// so that the topology (every endpoint of every Service) is not retained
+// between rebuilds just for this view.
+type serviceView struct {
+	Service  string `json:"service"`
+	MeshedBy string `json:"meshedBy"`
+	Shadow   string `json:"shadow"`
+	Ports    any    `json:"ports"`
+	Split    any    `json:"split,omitempty"`
+	Rules    int    `json:"rules"`
+}
+
+func (c *Controller) serviceViews(top *topology.Topology) []serviceView {
+	out := make([]serviceView, 0, len(top.Services))
+	for _, s := range top.Services {
+		out = append(out, serviceView{Service: s.Key(), MeshedBy: s.MeshedBy, Shadow: c.s.MeshNamespace + "/" + shadow.Name(s.Namespace, s.Name), Ports: s.Ports, Split: s.Split, Rules: len(s.Rules)})
+	}
+	return out
+}
+
 func (c *Controller) services() any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.top == nil {
-		return nil
-	}
-	type svc struct {
-		Service  string `json:"service"`
-		MeshedBy string `json:"meshedBy"`
-		Shadow   string `json:"shadow"`
-		Ports    any    `json:"ports"`
-		Split    any    `json:"split,omitempty"`
-		Rules    int    `json:"rules"`
-	}
-	out := []svc{}
-	for _, s := range c.top.Services {
-		out = append(out, svc{Service: s.Key(), MeshedBy: s.MeshedBy, Shadow: c.s.MeshNamespace + "/" + shadow.Name(s.Namespace, s.Name), Ports: s.Ports, Split: s.Split, Rules: len(s.Rules)})
-	}
-	return out
+	return c.meshed
 }
 
 // lookup finds problem objects in the snapshot for Events.

@@ -6,6 +6,10 @@
 // change disconnects nobody. It owns every goroutine it starts (panics are
 // recovered and end Run with an error) and exposes the metrics.
 //
+// The conversion webhook of the SMI CRDs (controller/webhook) runs on every
+// replica; the leader keeps the CRDs' caBundle equal to its CA.
+//
 // Stage: top of the controller. Imports: every controller package,
-// client-go, prometheus, zap, the standard library.
+// manifests/crds, smi, client-go, the apiextensions client, prometheus, zap,
+// the standard library.
 package app

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,11 @@ func (c *Controller) Listen(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	go serve.Serve(ctx, c.Srv.HTTPServer(), l, time.Second)
+	go func() {
+		if err := serve.Serve(ctx, c.Srv.HTTPServer(), l, time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: serving streams:", err)
+		}
+	}()
 	return "http://" + l.Addr().String(), nil
 }
 
@@ -119,6 +124,7 @@ type Clients struct {
 	version []atomic.Pointer[string]
 	at      []atomic.Int64 // unix nanos of the last apply
 	notify  chan struct{}
+	err     atomic.Pointer[error] // a client that gave up
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -140,7 +146,7 @@ func StartClients(url string, nodes []string, n int, tokenDir func(node string) 
 		cl.wg.Add(1)
 		go func() {
 			defer cl.wg.Done()
-			s.Run(ctx, func(_ context.Context, c *config.Config) error {
+			err := s.Run(ctx, func(_ context.Context, c *config.Config) error {
 				v := c.Version
 				cl.at[i].Store(time.Now().UnixNano())
 				cl.version[i].Store(&v)
@@ -150,6 +156,13 @@ func StartClients(url string, nodes []string, n int, tokenDir func(node string) 
 				}
 				return nil
 			})
+			if err != nil {
+				cl.err.CompareAndSwap(nil, &err)
+				select {
+				case cl.notify <- struct{}{}:
+				default:
+				}
+			}
 		}()
 	}
 	return cl
@@ -175,6 +188,9 @@ func (cl *Clients) Wait(want map[string]string, start time.Time, timeout time.Du
 		}
 		if done == cl.n {
 			break
+		}
+		if err := cl.err.Load(); err != nil {
+			return nil, fmt.Errorf("a stream client stopped: %w", *err)
 		}
 		select {
 		case <-cl.notify:

@@ -15,7 +15,9 @@ func tokenDir(tb testing.TB) func(string) string {
 	return func(node string) string {
 		p := filepath.Join(dir, node)
 		if _, err := os.Stat(p); err != nil {
-			os.WriteFile(p, []byte("token-"+node), 0o600)
+			if err := os.WriteFile(p, []byte("token-"+node), 0o600); err != nil {
+				tb.Fatal(err)
+			}
 		}
 		return p
 	}

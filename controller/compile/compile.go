@@ -2,9 +2,6 @@ package compile
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,9 +33,9 @@ type Assignments = topology.Assignments
 // shared between nodes (and reused across compiles when their bytes are
 // unchanged), so they must not be modified.
 type Fragment struct {
-	Key     string // namespace/name
-	JSON    []byte // json.Marshal of Service
-	Service *config.Service
+	Key    string        // namespace/name
+	JSON   []byte        // json.Marshal of the Service
+	Digest config.Digest // config.DigestOf(JSON), its piece of the version
 }
 
 // Node is one node's compiled config, kept in pieces so that a thousand
@@ -53,13 +50,7 @@ type Node struct {
 	localPods []byte      // json.Marshal(LocalPods), nil when none
 	pods      []config.LocalPod
 	cfg       config.Config // header fields only
-	// ckpt[i] is the hash state after the header and the first
-	// i*ckptEvery services, so a later compile whose node differs only
-	// further down hashes only the rest.
-	ckpt [][]byte
 }
-
-const ckptEvery = 32
 
 // Result is the output of one compile.
 type Result struct {
@@ -87,68 +78,73 @@ func (r *Result) Node(name string) *Node {
 }
 
 // WriteTo writes the node's config as one JSON object, exactly the bytes
-// json.Marshal gives for Config() (so Config.Hash() of it is Version).
+// json.Marshal gives for Config().
 func (n *Node) WriteTo(w io.Writer) (int64, error) {
 	cw := &countWriter{w: w}
-	n.write(cw, true)
+	h := n.header
+	cw.str(`{"version":"` + n.Version + `",`)
+	cw.bytes(h[1 : len(h)-1])
+	if len(n.Services) > 0 {
+		cw.str(`,"services":[`)
+		for i, f := range n.Services {
+			if i > 0 {
+				cw.str(",")
+			}
+			cw.bytes(f.JSON)
+		}
+		cw.str("]")
+	}
+	if n.localPods != nil {
+		cw.str(`,"localPods":`)
+		cw.bytes(n.localPods)
+	}
+	cw.str("}")
 	return cw.n, cw.err
 }
 
 // JSON returns WriteTo's bytes.
 func (n *Node) JSON() []byte {
 	var b bytes.Buffer
-	n.WriteTo(&b)
+	_, _ = n.WriteTo(&b) // a bytes.Buffer does not fail
 	return b.Bytes()
 }
 
+// countWriter counts bytes and keeps the first error; later writes are
+// skipped.
 type countWriter struct {
 	w   io.Writer
 	n   int64
 	err error
 }
 
-func (c *countWriter) Write(p []byte) (int, error) {
+func (c *countWriter) bytes(p []byte) {
 	if c.err != nil {
-		return 0, c.err
+		return
 	}
 	k, err := c.w.Write(p)
 	c.n += int64(k)
 	c.err = err
-	return k, err
 }
 
-// write emits the config; with version=false it emits what Config.Hash()
-// hashes (the config with Version cleared).
-func (n *Node) write(w io.Writer, version bool) {
-	h := n.header
-	if version {
-		io.WriteString(w, `{"version":"`+n.Version+`",`)
-		h = h[1:]
+func (c *countWriter) str(s string) {
+	if c.err != nil {
+		return
 	}
-	w.Write(h[:len(h)-1])
-	if len(n.Services) > 0 {
-		io.WriteString(w, `,"services":[`)
-		for i, f := range n.Services {
-			if i > 0 {
-				io.WriteString(w, ",")
-			}
-			w.Write(f.JSON)
-		}
-		io.WriteString(w, "]")
-	}
-	if n.localPods != nil {
-		io.WriteString(w, `,"localPods":`)
-		w.Write(n.localPods)
-	}
-	io.WriteString(w, "}")
+	k, err := io.WriteString(c.w, s)
+	c.n += int64(k)
+	c.err = err
 }
 
-// Config materialises the node's config.
+// Config materialises the node's config by decoding its fragments (for
+// tests and debugging; the stream sends the bytes).
 func (n *Node) Config() *config.Config {
 	c := n.cfg
 	c.Version = n.Version
-	for _, f := range n.Services {
-		c.Services = append(c.Services, *f.Service)
+	c.Services = make([]config.Service, len(n.Services))
+	for i, f := range n.Services {
+		if err := json.Unmarshal(f.JSON, &c.Services[i]); err != nil {
+			panic(fmt.Sprintf("compile: decoding Service %s: %v", f.Key, err)) // we encoded it
+		}
 	}
 	c.LocalPods = n.pods
 	return &c
@@ -188,7 +184,7 @@ func Compile(t *topology.Topology, assign Assignments, o Options, prev *Result) 
 				return f
 			}
 		}
-		f := &Fragment{Key: svc.Key(), JSON: b, Service: svc}
+		f := &Fragment{Key: svc.Key(), JSON: b, Digest: config.DigestOf(b)}
 		r.frags[key] = f
 		return f
 	}
@@ -275,7 +271,7 @@ func Compile(t *topology.Topology, assign Assignments, o Options, prev *Result) 
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				nodes[i] = buildNode(r.names[i], zoneOf[r.names[i]], t.LocalPods[r.names[i]], o, base, withRules, variant, prev.Node(r.names[i]))
+				nodes[i] = buildNode(r.names[i], zoneOf[r.names[i]], t.LocalPods[r.names[i]], o, base, withRules, variant)
 			}
 		}()
 	}
@@ -291,7 +287,7 @@ func Compile(t *topology.Topology, assign Assignments, o Options, prev *Result) 
 }
 
 func buildNode(name, zone string, pods []config.LocalPod, o Options, base []*Fragment, withRules []int,
-	variant func(int, map[config.Identity]bool, []byte) (*Fragment, []byte), prev *Node) *Node {
+	variant func(int, map[config.Identity]bool, []byte) (*Fragment, []byte)) *Node {
 	n := &Node{Name: name, pods: pods}
 	n.cfg = config.Config{Node: name, Zone: zone, MeshDomain: o.MeshDomain, Listeners: config.Listeners{HTTP: o.HTTPPort}, ACL: config.ACLOff}
 	if o.MeshDomain == "mesh" {
@@ -314,59 +310,20 @@ func buildNode(name, zone string, pods []config.LocalPod, o Options, base []*Fra
 	for _, i := range withRules {
 		n.Services[i], buf = variant(i, local, buf)
 	}
-	n.Version = n.hash(prev)
+	n.Version = n.hash()
 	return n
 }
 
-// hash computes Config.Hash() of the node by streaming its pieces, resuming
-// from prev's checkpoint when the two share a prefix.
-func (n *Node) hash(prev *Node) string {
-	h := sha256.New()
-	from := 0
-	if prev != nil && len(n.Services) > 0 && bytes.Equal(prev.header, n.header) {
-		same := 0
-		for same < len(n.Services) && same < len(prev.Services) && n.Services[same] == prev.Services[same] {
-			same++
-		}
-		if i := min(same/ckptEvery, len(prev.ckpt)-1); i > 0 {
-			if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(prev.ckpt[i]); err == nil {
-				from = i * ckptEvery
-				n.ckpt = append(n.ckpt, prev.ckpt[:i+1]...)
-			} else {
-				h.Reset()
-			}
-		}
+// hash computes Config.Hash() of the node from the digests of its pieces:
+// each Service's digest was computed once, when its fragment was encoded,
+// so a node costs 32 bytes of hashing per Service.
+func (n *Node) hash() string {
+	lp := n.localPods
+	if lp == nil {
+		lp = config.LocalPodsJSON(nil)
 	}
-	save := func() {
-		if st, err := h.(encoding.BinaryMarshaler).MarshalBinary(); err == nil {
-			n.ckpt = append(n.ckpt, st)
-		}
-	}
-	if from == 0 {
-		h.Write(n.header[:len(n.header)-1])
-		if len(n.Services) > 0 {
-			io.WriteString(h, `,"services":[`)
-		}
-		save()
-	}
-	for j := from; j < len(n.Services); j++ {
-		if j > 0 && j%ckptEvery == 0 && j != from {
-			save()
-		}
-		if j > 0 {
-			io.WriteString(h, ",")
-		}
-		h.Write(n.Services[j].JSON)
-	}
-	if len(n.Services) > 0 {
-		io.WriteString(h, "]")
-	}
-	if n.localPods != nil {
-		io.WriteString(h, `,"localPods":`)
-		h.Write(n.localPods)
-	}
-	io.WriteString(h, "}")
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return config.HashPieces(config.DigestOf(n.header), len(n.Services),
+		func(i int) *config.Digest { return &n.Services[i].Digest }, config.DigestOf(lp))
 }
 
 var servicePath = regexp.MustCompile(`^services\[(\d+)\]`)

@@ -51,11 +51,14 @@ type Ack struct {
 }
 
 func writeSnapshot(w io.Writer, n *compile.Node) error {
-	cw := &errWriter{w: w}
-	io.WriteString(cw, `{"type":"snapshot","version":"`+n.Version+`","config":`)
-	n.WriteTo(cw)
-	io.WriteString(cw, "}\n")
-	return cw.err
+	if _, err := io.WriteString(w, `{"type":"snapshot","version":"`+n.Version+`","config":`); err != nil {
+		return err
+	}
+	if _, err := n.WriteTo(w); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "}\n")
+	return err
 }
 
 // delta writes a delta frame from prev to cur when it is smaller than half
@@ -121,18 +124,4 @@ func delta(prev, cur *compile.Node) (frame []byte, ok bool) {
 	}
 	b.WriteString("}\n")
 	return b.Bytes(), true
-}
-
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	n, err := e.w.Write(p)
-	e.err = err
-	return n, err
 }

@@ -159,7 +159,12 @@ func (e *env) start(addr string) {
 	e.addr = l.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { serve.Serve(ctx, e.srv.HTTPServer(), l, time.Second); close(done) }()
+	go func() {
+		defer close(done)
+		if err := serve.Serve(ctx, e.srv.HTTPServer(), l, time.Second); err != nil {
+			e.t.Errorf("serve: %v", err)
+		}
+	}()
 	e.stop = func() { cancel(); <-done }
 	e.t.Cleanup(func() { e.stop() })
 }

@@ -127,13 +127,13 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+StreamPath, s.stream)
 	mux.HandleFunc("POST "+AckPath, s.ack)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { s.wrote(io.WriteString(w, "ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.o.Ready() {
 			http.Error(w, "not ready: caches syncing or no config compiled yet", http.StatusServiceUnavailable)
 			return
 		}
-		io.WriteString(w, "ok\n")
+		s.wrote(io.WriteString(w, "ok\n"))
 	})
 	mux.HandleFunc("GET /debug/{view}", s.debug)
 	return mux
@@ -170,7 +170,15 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	s.m.Rejected.WithLabelValues(fmt.Sprint(he.code)).Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(he.code)
-	json.NewEncoder(w).Encode(map[string]string{"error": he.msg})
+	s.wrote(0, json.NewEncoder(w).Encode(map[string]string{"error": he.msg}))
+}
+
+// wrote logs a failed response write: the client went away; there is
+// nobody left to tell.
+func (s *Server) wrote(_ int, err error) {
+	if err != nil {
+		s.log.Debug("response not written", zap.Error(err))
+	}
 }
 
 func bearer(r *http.Request) (string, bool) {
@@ -468,7 +476,8 @@ func (s *Server) debug(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		n.WriteTo(w)
+		_, err := n.WriteTo(w)
+		s.wrote(0, err)
 		return
 	default:
 		f, ok := s.o.Debug[view]
@@ -489,7 +498,7 @@ func (s *Server) debug(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	s.wrote(0, enc.Encode(v))
 }
 
 // Serve runs srv on l until ctx ends, then shuts it down gracefully
@@ -510,6 +519,8 @@ func Serve(ctx context.Context, srv *http.Server, l net.Listener, grace time.Dur
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
 	}
-	<-errc
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }

@@ -35,7 +35,7 @@ func SandboxAvailable(ctx context.Context) error {
 		return fmt.Errorf("not root, and unshare (util-linux) is missing: %w", err)
 	}
 	if err := run(ctx, "unshare", "--user", "--map-root-user", "--net", "--mount", "true"); err != nil {
-		return fmt.Errorf("%w; unprivileged user namespaces are not available here (%v)", ErrNotRoot, err)
+		return fmt.Errorf("%w; unprivileged user namespaces are not available here (%s)", ErrNotRoot, err.Error())
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -144,20 +145,85 @@ func position(data []byte, off int64) (line, col int) {
 	return line, col
 }
 
-// Hash returns the content hash of c with Version cleared: "sha256:<hex>".
+// HashPrefix starts every version Hash returns.
+const HashPrefix = "sha256-tree:"
+
+// Digest is the SHA-256 of one piece of a config's encoding.
+type Digest [sha256.Size]byte
+
+// DigestOf hashes one encoded piece.
+func DigestOf(b []byte) Digest { return sha256.Sum256(b) }
+
+// Hash returns the content hash of c, ignoring Version. It is a two-level
+// (Merkle-style) hash so that a producer or a consumer holding the digests
+// of the pieces can compute it after a change by hashing only what changed
+// plus 32 bytes per Service:
+//
+//	header    = json.Marshal of c with Version, Services and LocalPods cleared
+//	service_i = json.Marshal of Services[i]
+//	localPods = json.Marshal of LocalPods, "[]" when there are none
+//	Hash      = "sha256-tree:" + hex(SHA-256("trellis-config/2\n" ||
+//	            SHA-256(header) || uint64 big-endian len(Services) ||
+//	            SHA-256(service_0) || ... || SHA-256(localPods)))
+//
 // encoding/json writes struct fields in declaration order and map keys
-// sorted, so the hash is deterministic for equal content.
+// sorted, so equal content hashes equally.
 func (c *Config) Hash() string {
-	cp := *c
-	cp.Version = ""
-	b, err := json.Marshal(&cp)
+	services := make([]Digest, len(c.Services))
+	for i := range c.Services {
+		services[i] = DigestOf(mustJSON(&c.Services[i]))
+	}
+	return HashParts(DigestOf(c.HeaderJSON()), services, DigestOf(LocalPodsJSON(c.LocalPods)))
+}
+
+// HeaderJSON is the encoding of c without Version, Services and LocalPods:
+// the header piece of Hash.
+func (c *Config) HeaderJSON() []byte {
+	return mustJSON(&Config{Node: c.Node, Zone: c.Zone, MeshDomain: c.MeshDomain, Listeners: c.Listeners, ACL: c.ACL, Plugins: c.Plugins})
+}
+
+// LocalPodsJSON is the localPods piece of Hash: the encoded pods, "[]"
+// when there are none.
+func LocalPodsJSON(pods []LocalPod) []byte {
+	if len(pods) == 0 {
+		return []byte("[]")
+	}
+	return mustJSON(pods)
+}
+
+// HashParts combines the digests of the pieces into Hash's result.
+func HashParts(header Digest, services []Digest, localPods Digest) string {
+	return HashPieces(header, len(services), func(i int) *Digest { return &services[i] }, localPods)
+}
+
+// HashPieces is HashParts with the n Service digests given by a function
+// (so callers need not gather them into a slice).
+func HashPieces(header Digest, n int, service func(i int) *Digest, localPods Digest) string {
+	h := sha256.New()
+	h.Write([]byte(hashDomain))
+	h.Write(header[:])
+	var count [8]byte
+	binary.BigEndian.PutUint64(count[:], uint64(n))
+	h.Write(count[:])
+	for i := range n {
+		h.Write(service(i)[:])
+	}
+	h.Write(localPods[:])
+	var sum Digest
+	h.Sum(sum[:0])
+	return HashPrefix + hex.EncodeToString(sum[:])
+}
+
+const hashDomain = "trellis-config/2\n"
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
 	if err != nil {
 		// Only json.RawMessage holding invalid JSON can fail; Decode never
-		// produces that. Fall back to a hash of the error so it is stable.
-		b = []byte("unmarshalable:" + err.Error())
+		// produces that. Hash the error so the result is stable.
+		return []byte("unmarshalable:" + err.Error())
 	}
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return b
 }
 
 // Encode writes c as indented JSON.

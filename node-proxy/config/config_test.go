@@ -2,6 +2,10 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -23,7 +27,7 @@ func loadValid(t testing.TB) *Config {
 
 func TestValidFileLoads(t *testing.T) {
 	c := loadValid(t)
-	if !strings.HasPrefix(c.Version, "sha256:") || c.Version != c.Hash() {
+	if !strings.HasPrefix(c.Version, HashPrefix) || c.Version != c.Hash() {
 		t.Fatalf("version %q should be filled with Hash() %q", c.Version, c.Hash())
 	}
 	if got := c.Services[0].Resilience.Retries.PerTryTimeout.D().String(); got != "2s" {
@@ -252,4 +256,60 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("hash changed across round trip")
 		}
 	})
+}
+
+// TestHashDefinition recomputes Hash from its documented definition, and
+// pins the hash of testdata/valid.json in testdata/valid.hash (-update
+// rewrites it): a change there is a change of the contract with every
+// deployed proxy.
+func TestHashDefinition(t *testing.T) {
+	c := loadValid(t)
+	d := sha256.New()
+	d.Write([]byte("trellis-config/2\n"))
+	leaf := func(v any) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := sha256.Sum256(b)
+		d.Write(s[:])
+	}
+	leaf(&Config{Node: c.Node, Zone: c.Zone, MeshDomain: c.MeshDomain, Listeners: c.Listeners, ACL: c.ACL, Plugins: c.Plugins})
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(c.Services)))
+	d.Write(n[:])
+	for i := range c.Services {
+		leaf(&c.Services[i])
+	}
+	leaf(c.LocalPods)
+	want := "sha256-tree:" + hex.EncodeToString(d.Sum(nil))
+	if got := c.Hash(); got != want {
+		t.Fatalf("Hash() = %s, definition gives %s", got, want)
+	}
+	golden := filepath.Join("testdata", "valid.hash")
+	if *update {
+		if err := os.WriteFile(golden, []byte(want+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if strings.TrimSpace(string(b)) != want {
+		t.Fatalf("hash of valid.json changed: golden %s, now %s", strings.TrimSpace(string(b)), want)
+	}
+	// No local pods hash alike whether nil or empty (both encode as absent).
+	e1, e2 := *c, *c
+	e1.LocalPods, e2.LocalPods = nil, []LocalPod{}
+	if e1.Hash() != e2.Hash() || e1.Hash() == c.Hash() {
+		t.Fatal("nil and empty localPods must hash alike, and differently from some pods")
+	}
+	// Moving a Service changes the hash (order is part of the content).
+	m := *c
+	m.Services = append([]Service(nil), c.Services...)
+	m.Services[0], m.Services[1] = m.Services[1], m.Services[0]
+	if m.Hash() == c.Hash() {
+		t.Fatal("reordering services must change the hash")
+	}
 }

@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,7 +54,7 @@ type Stream struct {
 
 // StreamEvent describes something that happened on the stream.
 type StreamEvent struct {
-	Kind    string // connecting, connected, refused, frame, applied, rejected, disconnected
+	Kind    string // connecting, connected, refused, frame, applied, rejected, disconnected, ack (an ack failed)
 	Frame   string // snapshot, delta, current (for frame/applied/rejected)
 	Version string
 	Err     error
@@ -201,8 +199,8 @@ func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Co
 			if resp != nil {
 				resp.Body.Close()
 			}
-			if ctx.Err() != nil {
-				return nil
+			if stopped(ctx) {
+				return nil // ctx ended: Run's normal end
 			}
 			continue
 		}
@@ -210,7 +208,7 @@ func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Co
 		start := time.Now()
 		err = s.consume(ctx, base, hc, resp.Body, &have, apply)
 		resp.Body.Close()
-		if ctx.Err() != nil {
+		if stopped(ctx) {
 			return nil
 		}
 		if time.Since(start) > time.Minute {
@@ -224,6 +222,16 @@ func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Co
 		}
 	}
 	return nil
+}
+
+// stopped reports whether ctx has ended.
+func stopped(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -252,58 +260,54 @@ type frame struct {
 // without claiming a version.
 var errResync = errors.New("config stream out of sync")
 
-// held is the config we hold plus its encoding in pieces (as the
-// controller hashed it), so a delta is verified by hashing bytes instead of
-// re-encoding the whole config.
+// held is the config we hold plus the digests of its pieces (see
+// config.Config.Hash), so a delta is verified by hashing only the pieces it
+// carries plus 32 bytes per Service.
 type held struct {
 	cfg       *config.Config
-	header    []byte
-	services  []json.RawMessage // aligned with cfg.Services
-	localPods json.RawMessage
+	header    config.Digest
+	services  []config.Digest // aligned with cfg.Services
+	localPods config.Digest
 }
 
+// newHeld takes the digests of a snapshot from the bytes received when they
+// hash to the snapshot's version (the controller sends canonical encodings),
+// and from a re-encoding of the decoded config otherwise.
 func newHeld(c *config.Config, raw []byte) *held {
-	h := &held{cfg: c}
+	h := &held{cfg: c, header: config.DigestOf(c.HeaderJSON())}
 	var pieces struct {
 		Services  []json.RawMessage `json:"services"`
 		LocalPods json.RawMessage   `json:"localPods"`
 	}
-	if json.Unmarshal(raw, &pieces) != nil || len(pieces.Services) != len(c.Services) {
-		return h // verified by Hash() instead
+	if json.Unmarshal(raw, &pieces) == nil && len(pieces.Services) == len(c.Services) {
+		h.services = make([]config.Digest, len(pieces.Services))
+		for i, s := range pieces.Services {
+			h.services[i] = config.DigestOf(s)
+		}
+		h.localPods = localPodsDigest(pieces.LocalPods)
+		if h.hash() == c.Version {
+			return h
+		}
 	}
-	h.services, h.localPods = pieces.Services, pieces.LocalPods
-	h.header = headerJSON(c)
+	h.services = make([]config.Digest, len(c.Services))
+	for i := range c.Services {
+		b, _ := json.Marshal(&c.Services[i])
+		h.services[i] = config.DigestOf(b)
+	}
+	h.localPods = config.DigestOf(config.LocalPodsJSON(c.LocalPods))
 	return h
 }
 
-func headerJSON(c *config.Config) []byte {
-	b, _ := json.Marshal(&config.Config{Node: c.Node, Zone: c.Zone, MeshDomain: c.MeshDomain, Listeners: c.Listeners, ACL: c.ACL, Plugins: c.Plugins})
-	return b
+func localPodsDigest(raw json.RawMessage) config.Digest {
+	if len(raw) == 0 || string(raw) == "null" {
+		raw = config.LocalPodsJSON(nil)
+	}
+	return config.DigestOf(raw)
 }
 
-// hash is Config.Hash() computed from the pieces.
+// hash is Config.Hash() computed from the digests.
 func (h *held) hash() string {
-	if h.header == nil {
-		return h.cfg.Hash()
-	}
-	d := sha256.New()
-	d.Write(h.header[:len(h.header)-1])
-	if len(h.services) > 0 {
-		d.Write([]byte(`,"services":[`))
-		for i, s := range h.services {
-			if i > 0 {
-				d.Write([]byte(","))
-			}
-			d.Write(s)
-		}
-		d.Write([]byte("]"))
-	}
-	if len(h.localPods) > 0 && string(h.localPods) != "[]" && string(h.localPods) != "null" {
-		d.Write([]byte(`,"localPods":`))
-		d.Write(h.localPods)
-	}
-	d.Write([]byte("}"))
-	return "sha256:" + hex.EncodeToString(d.Sum(nil))
+	return config.HashParts(h.header, h.services, h.localPods)
 }
 
 func (s *Stream) consume(ctx context.Context, base string, hc *http.Client, body io.Reader, have **held,
@@ -319,7 +323,7 @@ func (s *Stream) consume(ctx context.Context, base string, hc *http.Client, body
 	for {
 		line, err := readLine(r)
 		if err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return errors.New("controller closed the stream")
 			}
 			return err
@@ -328,7 +332,7 @@ func (s *Stream) consume(ctx context.Context, base string, hc *http.Client, body
 		var f frame
 		if err := json.Unmarshal(line, &f); err != nil {
 			*have = nil
-			return fmt.Errorf("%w: unreadable frame: %v", errResync, err)
+			return fmt.Errorf("%w: unreadable frame: %w", errResync, err)
 		}
 		var next *held
 		switch f.Type {
@@ -358,7 +362,7 @@ func (s *Stream) consume(ctx context.Context, base string, hc *http.Client, body
 			c, err := applyDelta(*have, &f)
 			if err != nil {
 				*have = nil
-				return fmt.Errorf("%w: %v", errResync, err)
+				return fmt.Errorf("%w: %w", errResync, err)
 			}
 			next = c
 		default:
@@ -384,7 +388,7 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		if len(buf)+len(chunk) > maxFrame {
 			return nil, fmt.Errorf("frame larger than %d bytes", maxFrame)
 		}
-		if err == bufio.ErrBufferFull {
+		if errors.Is(err, bufio.ErrBufferFull) {
 			buf = append(buf, chunk...)
 			continue
 		}
@@ -422,9 +426,7 @@ func applyDelta(have *held, f *frame) (*held, error) {
 			return nil, fmt.Errorf("delta header: %w", err)
 		}
 		cfg.Node, cfg.Zone, cfg.MeshDomain, cfg.Listeners, cfg.ACL, cfg.Plugins = h.Node, h.Zone, h.MeshDomain, h.Listeners, h.ACL, h.Plugins
-		if next.header != nil {
-			next.header = headerJSON(&cfg)
-		}
+		next.header = config.DigestOf(cfg.HeaderJSON())
 	}
 	if len(f.LocalPods) > 0 {
 		var lp []config.LocalPod
@@ -432,7 +434,7 @@ func applyDelta(have *held, f *frame) (*held, error) {
 			return nil, fmt.Errorf("delta localPods: %w", err)
 		}
 		cfg.LocalPods = lp
-		next.localPods = f.LocalPods
+		next.localPods = localPodsDigest(f.LocalPods)
 	}
 	if len(f.Upsert) > 0 || len(f.Remove) > 0 {
 		var up []config.Service
@@ -441,8 +443,11 @@ func applyDelta(have *held, f *frame) (*held, error) {
 			if err := strict(f.Upsert, &up); err != nil {
 				return nil, fmt.Errorf("delta upsert: %w", err)
 			}
-			if err := json.Unmarshal(f.Upsert, &upRaw); err != nil || len(upRaw) != len(up) {
-				return nil, fmt.Errorf("delta upsert: %v", err)
+			if err := json.Unmarshal(f.Upsert, &upRaw); err != nil {
+				return nil, fmt.Errorf("delta upsert: %w", err)
+			}
+			if len(upRaw) != len(up) {
+				return nil, fmt.Errorf("delta upsert: %d raw services for %d decoded", len(upRaw), len(up))
 			}
 		}
 		gone := make(map[string]bool, len(f.Remove)+len(up))
@@ -465,10 +470,7 @@ func applyDelta(have *held, f *frame) (*held, error) {
 		}
 		sort.Slice(order, func(i, j int) bool { return less(&up[order[i]], &up[order[j]]) })
 		cfg.Services = make([]config.Service, 0, len(have.cfg.Services)+len(up))
-		var raws []json.RawMessage
-		if have.services != nil && upRaw != nil || have.services != nil && len(up) == 0 {
-			raws = make([]json.RawMessage, 0, cap(cfg.Services))
-		}
+		digests := make([]config.Digest, 0, cap(cfg.Services))
 		old := have.cfg.Services
 		i, k := 0, 0
 		for i < len(old) || k < len(order) {
@@ -478,22 +480,15 @@ func applyDelta(have *held, f *frame) (*held, error) {
 			}
 			if k < len(order) && (i >= len(old) || less(&up[order[k]], &old[i])) {
 				cfg.Services = append(cfg.Services, up[order[k]])
-				if raws != nil {
-					raws = append(raws, upRaw[order[k]])
-				}
+				digests = append(digests, config.DigestOf(upRaw[order[k]]))
 				k++
 				continue
 			}
 			cfg.Services = append(cfg.Services, old[i])
-			if raws != nil {
-				raws = append(raws, have.services[i])
-			}
+			digests = append(digests, have.services[i])
 			i++
 		}
-		next.services = raws
-		if raws == nil {
-			next.header = nil
-		}
+		next.services = digests
 	}
 	cfg.Version = ""
 	if h := next.hash(); h != f.Version {
@@ -536,6 +531,9 @@ func (s *Stream) ack(ctx context.Context, base string, hc *http.Client, version 
 	if err != nil {
 		return
 	}
-	io.Copy(io.Discard, resp.Body)
+	// Drain so the connection is reused; an error here changes nothing.
+	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)); err != nil {
+		s.event(StreamEvent{Kind: "ack", Version: version, Err: err})
+	}
 	resp.Body.Close()
 }

@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -63,7 +64,9 @@ func (s *script) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f == "CLOSE" {
 			return
 		}
-		w.Write([]byte(f))
+		if _, err := w.Write([]byte(f)); err != nil {
+			return
+		}
 		w.(http.Flusher).Flush()
 	}
 	t := time.NewTicker(50 * time.Millisecond)
@@ -73,7 +76,9 @@ func (s *script) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-t.C:
-			w.Write([]byte(`{"type":"ping"}` + "\n"))
+			if _, err := w.Write([]byte(`{"type":"ping"}` + "\n")); err != nil {
+				return
+			}
 			w.(http.Flusher).Flush()
 		}
 	}
@@ -90,11 +95,19 @@ func run(t *testing.T, sc *script, want int) ([]*config.Config, []StreamEvent) {
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	hs := &http.Server{Handler: sc, Protocols: &p}
-	go hs.Serve(l)
-	defer hs.Close()
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(l) }()
+	defer func() {
+		hs.Close()
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("test server: %v", err)
+		}
+	}()
 	srv := struct{ URL string }{"http://" + l.Addr().String()}
 	tok := t.TempDir() + "/token"
-	os.WriteFile(tok, []byte("secret\n"), 0o600)
+	if err := os.WriteFile(tok, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	var got []*config.Config
 	var events []StreamEvent
@@ -215,9 +228,14 @@ func TestHeldHashIsConfigHash(t *testing.T) {
 	c.LocalPods = []config.LocalPod{{IP: "10.0.0.1", Identity: config.Identity{ServiceAccount: "a", Namespace: "b"}}}
 	c.Version = c.Hash()
 	raw, _ := json.Marshal(c)
-	h := newHeld(c, raw)
-	if h.header == nil || h.hash() != c.Version {
-		t.Fatalf("pieces hash %s, config %s", h.hash(), c.Version)
+	indented, _ := json.MarshalIndent(c, "", "  ")
+	for _, b := range [][]byte{raw, indented, []byte(`{}`)} {
+		// Canonical bytes are hashed as received; anything else (indented,
+		// unreadable) falls back to re-encoding the decoded config.
+		h := newHeld(c, b)
+		if len(h.services) != len(c.Services) || h.hash() != c.Version {
+			t.Fatalf("from %.20q: pieces hash %s, config %s", b, h.hash(), c.Version)
+		}
 	}
 }
 
@@ -241,7 +259,8 @@ func FuzzApplyDelta(f *testing.F) {
 			return
 		}
 		raw, _ := json.Marshal(c1)
-		for _, h := range []*held{newHeld(c1, raw), {cfg: c1}} {
+		indented, _ := json.MarshalIndent(c1, "", " ")
+		for _, h := range []*held{newHeld(c1, raw), newHeld(c1, indented)} {
 			c, err := applyDelta(h, &fr)
 			if err != nil {
 				continue

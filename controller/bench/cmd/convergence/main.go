@@ -12,8 +12,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +39,7 @@ func main() {
 	streams := flag.Int("streams", 100, "simulated proxy streams")
 	changes := flag.Int("changes", 50, "TrafficSplit changes per size")
 	pods := flag.Int("pods", 3, "pods per Service")
+	profile = flag.String("profile", "", "directory for the controller child's CPU profile (during the changes) and heap profiles (after setup, after the changes)")
 	memLimit := flag.String("controller-memlimit", "", "GOMEMLIMIT for the controller child only (e.g. 120MiB), as the Deployment sets it")
 	flag.Parse()
 	childEnv = os.Environ()
@@ -80,17 +84,78 @@ func controller(shape bench.Shape) {
 		wt, _ := strconv.Atoi(r.URL.Query().Get("w"))
 		c.Mesh.SetSplit(k, int64(wt))
 		d := c.Rebuild()
-		json.NewEncoder(w).Encode(map[string]any{"versions": c.Versions(), "rebuild": d.Seconds()})
+		reply(w, map[string]any{"versions": c.Versions(), "rebuild": d.Seconds()})
 	})
 	mux.HandleFunc("GET /versions", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{"versions": c.Versions(), "nodes": c.Nodes()})
+		reply(w, map[string]any{"versions": c.Versions(), "nodes": c.Nodes()})
 	})
-	go http.Serve(l, mux)
+	var cpuFile *os.File
+	mux.HandleFunc("POST /profile/{what}", func(w http.ResponseWriter, r *http.Request) {
+		path := r.URL.Query().Get("path")
+		var err error
+		switch r.PathValue("what") {
+		case "cpu-start":
+			if cpuFile, err = os.Create(path); err == nil {
+				err = pprof.StartCPUProfile(cpuFile)
+			}
+		case "cpu-stop":
+			pprof.StopCPUProfile()
+			if cpuFile != nil {
+				err = cpuFile.Close()
+			}
+		case "heap":
+			var f *os.File
+			if f, err = os.Create(path); err == nil {
+				runtime.GC()
+				err = errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
+			}
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	go func() {
+		if err := http.Serve(l, mux); err != nil {
+			fmt.Fprintln(os.Stderr, "control endpoint:", err)
+		}
+	}()
 	fmt.Printf("READY %s http://%s\n", url, l.Addr())
-	bufio.NewReader(os.Stdin).ReadString('\n') // until the driver closes stdin
+	// Serve until the driver closes stdin (EOF is the expected end).
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintln(os.Stderr, "reading stdin:", err)
+	}
 }
 
-var childEnv []string
+func reply(w http.ResponseWriter, v any) {
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		fmt.Fprintln(os.Stderr, "control reply:", err)
+	}
+}
+
+var (
+	childEnv []string
+	profile  *string
+)
+
+// prof asks the controller child for a profile when -profile is set.
+func prof(ctl, what, size, name string) error {
+	if *profile == "" {
+		return nil
+	}
+	path, err := filepath.Abs(filepath.Join(*profile, size+"-"+name))
+	if err != nil {
+		return err
+	}
+	resp, err := http.Post(ctl+"/profile/"+what+"?path="+path, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: %s", what, resp.Status)
+	}
+	return nil
+}
 
 type answer struct {
 	Versions map[string]string `json:"versions"`
@@ -118,7 +183,12 @@ func drive(size string, nodes, streams, changes, pods int) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	defer func() { stdin.Close(); cmd.Wait() }()
+	defer func() {
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			fmt.Fprintln(os.Stderr, "controller child:", err)
+		}
+	}()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		return fmt.Errorf("controller child: %w", err)
@@ -132,16 +202,26 @@ func drive(size string, nodes, streams, changes, pods int) error {
 	if err != nil {
 		return err
 	}
-	dir, _ := os.MkdirTemp("", "convergence-")
-	defer os.RemoveAll(dir)
-	tok := func(node string) string {
-		p := filepath.Join(dir, node)
-		os.WriteFile(p, []byte("token-"+node), 0o600)
-		return p
+	dir, err := os.MkdirTemp("", "convergence-")
+	if err != nil {
+		return err
 	}
+	defer os.RemoveAll(dir)
+	for _, node := range a.Nodes {
+		if err := os.WriteFile(filepath.Join(dir, node), []byte("token-"+node), 0o600); err != nil {
+			return err
+		}
+	}
+	tok := func(node string) string { return filepath.Join(dir, node) }
 	cl := bench.StartClients(streamURL, a.Nodes, streams, tok)
 	defer cl.Stop()
 	if _, err := cl.Wait(a.Versions, time.Now(), 5*time.Minute); err != nil {
+		return err
+	}
+	if err := prof(ctl, "heap", size, "heap-attached.pprof"); err != nil {
+		return err
+	}
+	if err := prof(ctl, "cpu-start", size, "cpu.pprof"); err != nil {
 		return err
 	}
 	var all, each, rebuild []time.Duration
@@ -160,6 +240,12 @@ func drive(size string, nodes, streams, changes, pods int) error {
 		rebuild = append(rebuild, time.Duration(a.Rebuild*float64(time.Second)))
 	}
 	rss, hwm := procStatus(cmd.Process.Pid)
+	if err := prof(ctl, "cpu-stop", size, ""); err != nil {
+		return err
+	}
+	if err := prof(ctl, "heap", size, "heap-after.pprof"); err != nil {
+		return err
+	}
 	for _, d := range [][]time.Duration{all, each, rebuild} {
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	}
