@@ -847,30 +847,4 @@ func nestedInt(m map[string]any, path ...string) (int64, bool) {
 
 // normalizeJSON deep-copies JSON-like data, turning whole float64 numbers
 // into int64 (as the apiserver's decoder does).
-func normalizeJSON(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = normalizeJSON(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = normalizeJSON(e)
-		}
-		return out
-	case float64:
-		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
-			return int64(x)
-		}
-		return x
-	case int:
-		return int64(x)
-	case int32:
-		return int64(x)
-	default:
-		return v
-	}
-}
+func normalizeJSON(v any) any { return schemacheck.Normalize(v) }

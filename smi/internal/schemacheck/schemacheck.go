@@ -88,7 +88,7 @@ func Check(gvk schema.GroupVersionKind, obj map[string]any) (res Result, ok bool
 			err = fmt.Errorf("schema check panicked: %v\n%s", r, debug.Stack())
 		}
 	}()
-	cp, _ := normalize(obj).(map[string]any)
+	cp, _ := Normalize(obj).(map[string]any)
 	opts := structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true}
 	res.Unknown = pruning.PruneWithOptions(cp, c.structural, true, opts)
 	res.Errors = apiservervalidation.ValidateCustomResource(nil, cp, c.validator)
@@ -99,21 +99,21 @@ func Check(gvk schema.GroupVersionKind, obj map[string]any) (res Result, ok bool
 	return res, true, nil
 }
 
-// normalize deep-copies a JSON-like value, turning whole float64 numbers
+// Normalize deep-copies a JSON-like value, turning whole float64 numbers
 // into int64 as the apiserver's JSON decoder does (YAML and encoding/json
 // produce float64 for every number).
-func normalize(v any) any {
+func Normalize(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			out[k] = normalize(e)
+			out[k] = Normalize(e)
 		}
 		return out
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			out[i] = normalize(e)
+			out[i] = Normalize(e)
 		}
 		return out
 	case float64:
