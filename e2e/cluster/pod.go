@@ -246,7 +246,7 @@ func (rt *podRuntime) status(pod *corev1.Pod) corev1.PodStatus {
 		HostIP:    rt.node.IP,
 		HostIPs:   []corev1.HostIP{{IP: rt.node.IP}},
 		StartTime: &rt.startTime,
-		QOSClass:  corev1.PodQOSBestEffort,
+		QOSClass:  pod.Status.QOSClass, // set by the apiserver at creation, immutable
 	}
 	if rt.failure == "" && rt.netns != "" {
 		st.PodIP = rt.ip
