@@ -68,17 +68,21 @@ func TestMeshEndToEnd(t *testing.T) {
 	installTrellis(t)
 	ctx := context.Background()
 	ns := "e2e-mesh"
-	whoamiPod(t, ns, "web-1", "node-1", map[string]string{"app": "web"}, "")
-	whoamiPod(t, ns, "web-2", "node-2", map[string]string{"app": "web"}, "")
+	whoamiPod(t, ns, "web-1", "node-1", map[string]string{"app": "web", "version": "v1"}, "")
+	whoamiPod(t, ns, "web-2", "node-2", map[string]string{"app": "web", "version": "v2"}, "")
 	client := whoamiPod(t, ns, "client", "node-3", map[string]string{"app": "client"}, "")
-	svc := service(t, ns, "web", map[string]string{"app": "web"}, false)
-	setMesh := func(v string) {
+	service(t, ns, "web", map[string]string{"app": "web"}, false)
+	service(t, ns, "web-v1", map[string]string{"app": "web", "version": "v1"}, false)
+	service(t, ns, "web-v2", map[string]string{"app": "web", "version": "v2"}, false)
+	setMesh := func(v string, names ...string) {
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{"trellis.io/mesh":%q}}}`, v)
-		if _, err := env.CS.CoreV1().Services(ns).Patch(ctx, svc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
+		for _, n := range names {
+			if _, err := env.CS.CoreV1().Services(ns).Patch(ctx, n, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	setMesh("true")
+	setMesh("true", "web", "web-v1", "web-v2")
 
 	proxies, err := env.CS.CoreV1().Pods("trellis-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=trellis-proxy"})
 	if err != nil {
@@ -111,7 +115,92 @@ func TestMeshEndToEnd(t *testing.T) {
 		return nil
 	})
 
-	setMesh("false")
+	// A TrafficSplit sends everything to v2, then everything to v1: every
+	// change reaches the proxy on the client's node.
+	ap, err := kube.NewApplier(env.Config, "trellis-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	split := func(v1, v2 int) {
+		objs, err := kube.Decode(fmt.Appendf(nil, `
+apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {name: web, namespace: %s}
+spec:
+  service: web
+  backends:
+    - {service: web-v1, weight: %d}
+    - {service: web-v2, weight: %d}
+`, ns, v1, v2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ap.Apply(ctx, objs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	only := func(want string) func() error {
+		return func() error {
+			for range 10 {
+				out, err := inPod(ctx, ns, "client", "curl", "-sS", "--max-time", "3", "http://"+name+"/")
+				if err != nil {
+					return err
+				}
+				if got := reportField(out, "Hostname"); got != want {
+					return fmt.Errorf("answered by %s, want only %s", got, want)
+				}
+			}
+			return nil
+		}
+	}
+	split(0, 100)
+	eventually(t, 30*time.Second, "TrafficSplit 0/100 sends everything to web-2", only("web-2"))
+	split(100, 0)
+	eventually(t, 30*time.Second, "TrafficSplit 100/0 sends everything to web-1", only("web-1"))
+
+	// Deleting the leading controller replica disturbs no request: proxies
+	// keep serving their config while they reconnect.
+	lease, err := env.CS.CoordinationV1().Leases("trellis-system").Get(ctx, "trellis-controller", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		t.Fatalf("leader lease: %v", err)
+	}
+	leader := *lease.Spec.HolderIdentity
+	if i := strings.IndexByte(leader, '_'); i > 0 {
+		leader = leader[:i]
+	}
+	if err := env.CS.CoreV1().Pods("trellis-system").Delete(ctx, leader, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("deleting leader %s: %v", leader, err)
+	}
+	failures := 0
+	for range 40 {
+		if _, err := inPod(ctx, ns, "client", "curl", "-sS", "--fail", "--max-time", "3", "http://"+name+"/"); err != nil {
+			failures++
+			t.Logf("request failed while the leader %s was deleted: %v", leader, err)
+		}
+		time.Sleep(100 * time.Millisecond) // pacing of the probe requests, not a wait for state
+	}
+	if failures != 0 {
+		t.Fatalf("%d of 40 requests failed while the leading controller was deleted", failures)
+	}
+	eventually(t, 60*time.Second, "a new leader is elected and the Deployment is back to 2/2", func() error {
+		d, err := env.CS.AppsV1().Deployments("trellis-system").Get(ctx, "trellis-controller", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		l, err := env.CS.CoordinationV1().Leases("trellis-system").Get(ctx, "trellis-controller", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.AvailableReplicas != 2 || l.Spec.HolderIdentity == nil || strings.HasPrefix(*l.Spec.HolderIdentity, leader) {
+			return fmt.Errorf("available %d, holder %v", d.Status.AvailableReplicas, l.Spec.HolderIdentity)
+		}
+		return nil
+	})
+	// After the new leader takes over, split changes still flow.
+	split(0, 100)
+	eventually(t, 30*time.Second, "after the leader change, TrafficSplit 0/100 sends everything to web-2", only("web-2"))
+
+	setMesh("false", "web")
 	eventually(t, 60*time.Second, name+" stops resolving after the Service opts out", func() error {
 		if out, err := inPod(ctx, ns, "client", "getent", "hosts", name); err == nil {
 			return fmt.Errorf("still resolves: %s", strings.TrimSpace(out))
