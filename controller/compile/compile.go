@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"runtime"
 	"sort"
@@ -36,6 +37,10 @@ type Fragment struct {
 	Key    string        // namespace/name
 	JSON   []byte        // json.Marshal of the Service
 	Digest config.Digest // config.DigestOf(JSON), its piece of the version
+	// src is the value JSON encodes. The next compile compares against it
+	// (reflect.DeepEqual: equal values encode to equal bytes, and shared
+	// slices compare in O(1)) to skip re-encoding unchanged Services.
+	src config.Service
 }
 
 // Node is one node's compiled config, kept in pieces so that a thousand
@@ -174,17 +179,24 @@ func Compile(t *topology.Topology, assign Assignments, o Options, prev *Result) 
 	r.Services = len(services)
 
 	reuse := func(key string, svc *config.Service) *Fragment {
+		var old *Fragment
+		if prev != nil {
+			old = prev.frags[key]
+		}
+		// A deep-equal value encodes to the same bytes: skip encoding.
+		if old != nil && reflect.DeepEqual(&old.src, svc) {
+			r.frags[key] = old
+			return old
+		}
 		b, err := json.Marshal(svc)
 		if err != nil { // only invalid RawMessage can fail; none here
 			panic(fmt.Sprintf("compile: encoding Service %s: %v", svc.Key(), err))
 		}
-		if prev != nil {
-			if f := prev.frags[key]; f != nil && bytes.Equal(f.JSON, b) {
-				r.frags[key] = f
-				return f
-			}
+		if old != nil && bytes.Equal(old.JSON, b) {
+			r.frags[key] = old
+			return old
 		}
-		f := &Fragment{Key: svc.Key(), JSON: b, Digest: config.DigestOf(b)}
+		f := &Fragment{Key: svc.Key(), JSON: b, Digest: config.DigestOf(b), src: *svc}
 		r.frags[key] = f
 		return f
 	}

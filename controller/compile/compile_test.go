@@ -232,6 +232,12 @@ func TestFragmentsReused(t *testing.T) {
 	if changed != 1 || n1.Version == n2.Version {
 		t.Errorf("changed %d fragments; versions %s %s", changed, n1.Version, n2.Version)
 	}
+	fresh := Compile(top2, a, opts, nil)
+	for _, n := range fresh.Nodes() {
+		if !bytes.Equal(r2.Node(n).JSON(), fresh.Node(n).JSON()) {
+			t.Errorf("node %s: compiling on top of a previous result gave other bytes than compiling afresh", n)
+		}
+	}
 	r3 := Compile(top, a, opts, nil)
 	if r3.Node("node-a").Version != n1.Version {
 		t.Error("same input, different version")

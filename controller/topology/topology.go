@@ -47,11 +47,42 @@ type Options struct {
 	Cache *DecodeCache
 }
 
-// DecodeCache remembers smi.Decode results by object pointer.
+// DecodeCache remembers, by object pointer, smi.Decode results, the
+// meshed form of each Service (with the objects it was computed from, so a
+// hit is only taken when every input is the same), and the pods on each
+// node. Objects from informers are never modified in place (a change is a
+// new pointer), so an entry whose inputs are the same pointers is still
+// right.
 type DecodeCache struct {
 	mu sync.Mutex
 	m  map[*unstructured.Unstructured]decoded
+
+	svcMu sync.Mutex
+	svcs  map[*corev1.Service]*svcMemo
+
+	podMu sync.Mutex
+	pods  map[*corev1.Pod]bool // the pods localPods saw, nil: none yet
+	local map[string][]config.LocalPod
 }
+
+// svcMemo is one builder.service result and what it was computed from.
+type svcMemo struct {
+	meshNS   string
+	defType  annotations.TrafficTypeValue
+	ns       *corev1.Namespace
+	slices   []*discoveryv1.EndpointSlice // sorted by name
+	pods     []podDep
+	zones    []zoneDep
+	svc      *Service // nil: not meshed; Split and Rules are never set
+	problems []smi.Problem
+}
+
+type podDep struct {
+	key nsName
+	pod *corev1.Pod
+}
+
+type zoneDep struct{ node, zone string }
 
 type decoded struct {
 	obj smi.Object
@@ -171,6 +202,9 @@ type builder struct {
 	nsByName map[string]*corev1.Namespace
 	slices   map[nsName][]*discoveryv1.EndpointSlice
 	meshed   map[nsName]*Service
+	// deps collects what the service being computed reads (cache only).
+	deps     *svcMemo
+	nextSvcs map[*corev1.Service]*svcMemo
 }
 
 func (b *builder) problem(sev smi.Severity, kind smi.Kind, ns, name, field, fix, format string, args ...any) {
@@ -212,7 +246,7 @@ func Build(snap *Snapshot, opts Options) *Topology {
 		k := nsName{s.Namespace, svc}
 		b.slices[k] = append(b.slices[k], s)
 	}
-	t.LocalPods = b.localPods(snap.Pods)
+	t.LocalPods = opts.Cache.localPods(b, snap.Pods)
 
 	// SMI objects.
 	objs, ps := opts.Cache.decodeAll(snap.SMI)
@@ -230,11 +264,19 @@ func Build(snap *Snapshot, opts Options) *Topology {
 	t.Policy = policy
 	b.problems = append(b.problems, policy.Problems()...)
 
+	if c := opts.Cache; c != nil {
+		c.svcMu.Lock()
+		defer c.svcMu.Unlock()
+		b.nextSvcs = make(map[*corev1.Service]*svcMemo, len(svcs))
+	}
 	for _, svc := range svcs {
 		if s := b.service(svc); s != nil {
 			t.Services = append(t.Services, s)
 			b.meshed[nsName{s.Namespace, s.Name}] = s
 		}
+	}
+	if c := opts.Cache; c != nil {
+		c.svcs = b.nextSvcs // drops entries of Services that are gone
 	}
 	// Identities of split roots without pods of their own come from the
 	// backends, so do splits before rules.
@@ -272,6 +314,31 @@ func dedupe(ps []smi.Problem) []smi.Problem {
 	}
 	if len(out) == 0 {
 		return nil
+	}
+	return out
+}
+
+// localPods is builder.localPods, reused while the set of pod objects is
+// the same (localPods reads nothing but the pods).
+func (c *DecodeCache) localPods(b *builder, pods []*corev1.Pod) map[string][]config.LocalPod {
+	if c == nil {
+		return b.localPods(pods)
+	}
+	c.podMu.Lock()
+	defer c.podMu.Unlock()
+	next := make(map[*corev1.Pod]bool, len(pods))
+	same := c.pods != nil
+	for _, p := range pods {
+		next[p] = true
+		same = same && c.pods[p]
+	}
+	if !same || len(next) != len(c.pods) {
+		c.local = b.localPods(pods)
+	}
+	c.pods = next
+	out := make(map[string][]config.LocalPod, len(c.local))
+	for k, v := range c.local {
+		out[k] = v
 	}
 	return out
 }
@@ -377,10 +444,85 @@ func sortedIdentities(set map[config.Identity]bool) []config.Identity {
 }
 
 // service returns the meshed form of svc, or nil when it is not meshed.
+// With a cache, a result computed from the same objects is reused (as a
+// copy: Build sets Split, Rules and Identities on what it returns).
 func (b *builder) service(svc *corev1.Service) *Service {
 	if svc.Namespace == b.opts.MeshNamespace {
 		return nil
 	}
+	slices := b.slices[nsName{svc.Namespace, svc.Name}]
+	sort.Slice(slices, func(i, j int) bool { return slices[i].Name < slices[j].Name })
+	c := b.opts.Cache
+	if c == nil {
+		return b.computeService(svc, slices)
+	}
+	if m := c.svcs[svc]; m != nil && b.memoValid(m, svc, slices) {
+		b.nextSvcs[svc] = m
+		b.problems = append(b.problems, m.problems...)
+		return m.svc.clone()
+	}
+	start := len(b.problems)
+	b.deps = &svcMemo{meshNS: b.opts.MeshNamespace, defType: b.opts.DefaultTrafficType, ns: b.nsByName[svc.Namespace],
+		slices: append([]*discoveryv1.EndpointSlice(nil), slices...)}
+	s := b.computeService(svc, slices)
+	m := b.deps
+	b.deps = nil
+	m.svc = s
+	m.problems = append([]smi.Problem(nil), b.problems[start:]...)
+	b.nextSvcs[svc] = m
+	return s.clone()
+}
+
+func (s *Service) clone() *Service {
+	if s == nil {
+		return nil
+	}
+	cp := *s
+	return &cp
+}
+
+// memoValid reports whether m was computed from the objects b holds now.
+func (b *builder) memoValid(m *svcMemo, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) bool {
+	if m.meshNS != b.opts.MeshNamespace || m.defType != b.opts.DefaultTrafficType || m.ns != b.nsByName[svc.Namespace] || len(m.slices) != len(slices) {
+		return false
+	}
+	for i, sl := range slices {
+		if m.slices[i] != sl {
+			return false
+		}
+	}
+	for _, d := range m.pods {
+		if b.podByKey[d.key] != d.pod {
+			return false
+		}
+	}
+	for _, d := range m.zones {
+		if b.zoneOf[d.node] != d.zone {
+			return false
+		}
+	}
+	return true
+}
+
+// pod looks up a pod, noting the dependency for the memo.
+func (b *builder) pod(k nsName) *corev1.Pod {
+	p := b.podByKey[k]
+	if b.deps != nil {
+		b.deps.pods = append(b.deps.pods, podDep{k, p})
+	}
+	return p
+}
+
+// zone looks up a node's zone, noting the dependency for the memo.
+func (b *builder) zone(node string) string {
+	z := b.zoneOf[node]
+	if b.deps != nil {
+		b.deps.zones = append(b.deps.zones, zoneDep{node, z})
+	}
+	return z
+}
+
+func (b *builder) computeService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) *Service {
 	meshed, why, ps := annotations.Meshed(svc, b.nsByName[svc.Namespace])
 	b.problems = append(b.problems, ps...)
 	if !meshed {
@@ -395,8 +537,6 @@ func (b *builder) service(svc *corev1.Service) *Service {
 	st, ps := annotations.ForService(svc, b.opts.DefaultTrafficType)
 	b.problems = append(b.problems, ps...)
 	s := &Service{Namespace: svc.Namespace, Name: svc.Name, UID: string(svc.UID), MeshedBy: why}
-	slices := b.slices[nsName{svc.Namespace, svc.Name}]
-	sort.Slice(slices, func(i, j int) bool { return slices[i].Name < slices[j].Name })
 
 	for i, sp := range svc.Spec.Ports {
 		field := fmt.Sprintf("spec.ports[%d]", i)
@@ -531,20 +671,22 @@ func (b *builder) endpoints(svc *corev1.Service, ports []config.ServicePort, sli
 			if e.NodeName != nil {
 				node = *e.NodeName
 			}
-			zone := b.zoneOf[node]
+			var zone string
 			if e.Zone != nil && *e.Zone != "" {
 				zone = *e.Zone
+			} else {
+				zone = b.zone(node)
 			}
 			if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
 				ns := e.TargetRef.Namespace
 				if ns == "" {
 					ns = sl.Namespace
 				}
-				if pod := b.podByKey[nsName{ns, e.TargetRef.Name}]; pod != nil {
+				if pod := b.pod(nsName{ns, e.TargetRef.Name}); pod != nil {
 					ids[identityOf(pod)] = true
 					if node == "" {
 						node = pod.Spec.NodeName
-						zone = b.zoneOf[node]
+						zone = b.zone(node)
 					}
 				}
 			}

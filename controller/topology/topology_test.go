@@ -242,3 +242,106 @@ func smiObj(apiVersion, kind, ns, name string, spec map[string]any) *unstructure
 }
 
 var _ = smi.Error
+
+// TestCacheGivesSameResult builds a sequence of snapshots (each object in
+// turn dropped or replaced by a changed copy, with the base in between)
+// through one cache: every result must equal the uncached one.
+func TestCacheGivesSameResult(t *testing.T) {
+	base := load(t, "testdata/mesh.yaml")
+	type step struct {
+		name string
+		snap *Snapshot
+		opts Options
+	}
+	without := func(n int, i int) []int { // indexes 0..n-1 except i
+		var out []int
+		for k := 0; k < n; k++ {
+			if k != i {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	var steps []step
+	add := func(name string, f func(s *Snapshot), opts Options) {
+		s := *base
+		s.Services = append([]*corev1.Service(nil), base.Services...)
+		s.Pods = append([]*corev1.Pod(nil), base.Pods...)
+		s.EndpointSlices = append(s.EndpointSlices[:0:0], base.EndpointSlices...)
+		s.Nodes = append([]*corev1.Node(nil), base.Nodes...)
+		s.Namespaces = append([]*corev1.Namespace(nil), base.Namespaces...)
+		f(&s)
+		steps = append(steps, step{name, &s, opts}, step{"base", base, testOpts})
+	}
+	add("first", func(*Snapshot) {}, testOpts)
+	add("tcp default", func(*Snapshot) {}, Options{MeshNamespace: testOpts.MeshNamespace, DefaultTrafficType: annotations.TCP})
+	add("other mesh namespace", func(*Snapshot) {}, Options{MeshNamespace: "shop", DefaultTrafficType: annotations.HTTP})
+	for i := range base.Pods {
+		add("drop pod", func(s *Snapshot) {
+			var ps []*corev1.Pod
+			for _, k := range without(len(base.Pods), i) {
+				ps = append(ps, base.Pods[k])
+			}
+			s.Pods = ps
+		}, testOpts)
+		add("pod other account", func(s *Snapshot) {
+			p := base.Pods[i].DeepCopy()
+			p.Spec.ServiceAccountName = "other"
+			s.Pods[i] = p
+		}, testOpts)
+	}
+	for i := range base.Nodes {
+		add("node zone", func(s *Snapshot) {
+			n := base.Nodes[i].DeepCopy()
+			if n.Labels == nil {
+				n.Labels = map[string]string{}
+			}
+			n.Labels[ZoneLabel] = "elsewhere"
+			s.Nodes[i] = n
+		}, testOpts)
+	}
+	for i := range base.Namespaces {
+		add("namespace unlabelled", func(s *Snapshot) {
+			n := base.Namespaces[i].DeepCopy()
+			n.Labels, n.Annotations = nil, nil
+			s.Namespaces[i] = n
+		}, testOpts)
+	}
+	for i := range base.EndpointSlices {
+		add("drop slice", func(s *Snapshot) {
+			s.EndpointSlices = s.EndpointSlices[:0]
+			for _, k := range without(len(base.EndpointSlices), i) {
+				s.EndpointSlices = append(s.EndpointSlices, base.EndpointSlices[k])
+			}
+		}, testOpts)
+		add("slice loses an endpoint", func(s *Snapshot) {
+			sl := base.EndpointSlices[i].DeepCopy()
+			if len(sl.Endpoints) > 0 {
+				sl.Endpoints = sl.Endpoints[1:]
+			}
+			s.EndpointSlices[i] = sl
+		}, testOpts)
+	}
+	for i := range base.Services {
+		add("service tcp", func(s *Snapshot) {
+			sv := base.Services[i].DeepCopy()
+			if sv.Annotations == nil {
+				sv.Annotations = map[string]string{}
+			}
+			sv.Annotations["trellis.io/traffic-type"] = "tcp"
+			s.Services[i] = sv
+		}, testOpts)
+	}
+	if len(steps) < 20 {
+		t.Fatalf("only %d steps; is testdata/mesh.yaml empty?", len(steps))
+	}
+	cache := &DecodeCache{}
+	for i, st := range steps {
+		want := render(t, Build(st.snap, st.opts))
+		o := st.opts
+		o.Cache = cache
+		if got := render(t, Build(st.snap, o)); !bytes.Equal(got, want) {
+			t.Fatalf("step %d (%s): cached build differs:\n%s", i, st.name, diff(string(want), string(got)))
+		}
+	}
+}

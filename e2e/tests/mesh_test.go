@@ -71,6 +71,9 @@ func TestMeshEndToEnd(t *testing.T) {
 	whoamiPod(t, ns, "web-1", "node-1", map[string]string{"app": "web", "version": "v1"}, "")
 	whoamiPod(t, ns, "web-2", "node-2", map[string]string{"app": "web", "version": "v2"}, "")
 	client := whoamiPod(t, ns, "client", "node-3", map[string]string{"app": "client"}, "")
+	// One client per node, so split changes are checked on every node's proxy.
+	whoamiPod(t, ns, "client-1", "node-1", map[string]string{"app": "client"}, "")
+	whoamiPod(t, ns, "client-2", "node-2", map[string]string{"app": "client"}, "")
 	service(t, ns, "web", map[string]string{"app": "web"}, false)
 	service(t, ns, "web-v1", map[string]string{"app": "web", "version": "v1"}, false)
 	service(t, ns, "web-v2", map[string]string{"app": "web", "version": "v2"}, false)
@@ -141,22 +144,24 @@ spec:
 	}
 	only := func(want string) func() error {
 		return func() error {
-			for range 10 {
-				out, err := inPod(ctx, ns, "client", "curl", "-sS", "--max-time", "3", "http://"+name+"/")
-				if err != nil {
-					return err
-				}
-				if got := reportField(out, "Hostname"); got != want {
-					return fmt.Errorf("answered by %s, want only %s", got, want)
+			for _, c := range []string{"client", "client-1", "client-2"} {
+				for range 6 {
+					out, err := inPod(ctx, ns, c, "curl", "-sS", "--max-time", "3", "http://"+name+"/")
+					if err != nil {
+						return fmt.Errorf("from %s: %w", c, err)
+					}
+					if got := reportField(out, "Hostname"); got != want {
+						return fmt.Errorf("from %s answered by %s, want only %s", c, got, want)
+					}
 				}
 			}
 			return nil
 		}
 	}
 	split(0, 100)
-	eventually(t, 30*time.Second, "TrafficSplit 0/100 sends everything to web-2", only("web-2"))
+	eventually(t, 30*time.Second, "TrafficSplit 0/100 sends everything to web-2, through every node's proxy", only("web-2"))
 	split(100, 0)
-	eventually(t, 30*time.Second, "TrafficSplit 100/0 sends everything to web-1", only("web-1"))
+	eventually(t, 30*time.Second, "TrafficSplit 100/0 sends everything to web-1, through every node's proxy", only("web-1"))
 
 	// Deleting the leading controller replica disturbs no request: proxies
 	// keep serving their config while they reconnect.
