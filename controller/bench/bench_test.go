@@ -109,3 +109,29 @@ func BenchmarkRebuild(b *testing.B) {
 		c.Rebuild()
 	}
 }
+
+// TestOneNamespaceOfFiveThousand: a namespace holding 5,000 meshed Services
+// (the scale case) compiles into configs that carry every one of
+// them, whose version is the hash of their content, and that the proxy's
+// own validation accepts.
+func TestOneNamespaceOfFiveThousand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large mesh: skipped with -short")
+	}
+	c := NewController(Shape{Services: 5000, Nodes: 3, PodsPerService: 1, PerNamespace: 5000})
+	took := c.Rebuild()
+	res, _, _ := c.Hub.Current()
+	for _, n := range res.Nodes() {
+		cfg := res.Node(n).Config()
+		if len(cfg.Services) != 5000 {
+			t.Fatalf("node %s: %d services, want 5000", n, len(cfg.Services))
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("node %s: config does not validate: %v", n, err)
+		}
+		if got := cfg.Hash(); got != res.Node(n).Version {
+			t.Fatalf("node %s: version %s, content hash %s", n, res.Node(n).Version, got)
+		}
+	}
+	t.Logf("5,000 Services in one namespace, 3 nodes: rebuild %s", took)
+}
