@@ -1,9 +1,12 @@
 // Command whoami is the local cluster's test workload. It answers with its
 // pod name, the request it saw and the source address it saw, over
-// HTTP/1.1 and h2c with prior knowledge (one port), raw TCP and UDP.
+// HTTP/1.1, h2c with prior knowledge and gRPC (one port), raw TCP and UDP.
 //
 //	whoami [--http :8080] [--tcp :9000] [--udp :9001] [--name NAME]
+//	whoami --grpc-check ADDR [--authority HOST]   (a gRPC health-check client)
 //
+// gRPC: the standard health service; every response carries the headers
+// x-whoami (the name) and x-remote (the source address it saw).
 // HTTP: GET any path returns a text report; /healthz returns 200 "ok";
 // ?status=N answers with that status; ?delay=DURATION waits first.
 // TCP: on connect it writes one report line, then echoes what it reads.
@@ -34,7 +37,16 @@ func main() {
 	tcpAddr := flag.String("tcp", ":9000", "TCP echo listen address (empty to disable)")
 	udpAddr := flag.String("udp", ":9001", "UDP echo listen address (empty to disable)")
 	name := flag.String("name", "", "name to report (default: $POD_NAME, else $HOSTNAME, else the hostname)")
+	grpcCheck := flag.String("grpc-check", "", "act as a client: gRPC health-check ADDR (host:port) over h2c and print who answered")
+	authority := flag.String("authority", "", "with --grpc-check: the :authority to send (e.g. a mesh name)")
 	flag.Parse()
+	if *grpcCheck != "" {
+		if err := checkGRPC(*grpcCheck, *authority, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "whoami:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *name == "" {
 		*name = os.Getenv("POD_NAME")
 	}
@@ -51,7 +63,7 @@ func main() {
 	if *httpAddr != "" {
 		srv = &http.Server{
 			Addr:              *httpAddr,
-			Handler:           handler(*name),
+			Handler:           withGRPC(newGRPCServer(*name), handler(*name)),
 			ReadHeaderTimeout: 10 * time.Second,
 			Protocols:         new(http.Protocols),
 		}

@@ -17,7 +17,7 @@ func TestModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: handler("pod-a"), ReadHeaderTimeout: time.Second, Protocols: new(http.Protocols)}
+	srv := &http.Server{Handler: withGRPC(newGRPCServer("pod-a"), handler("pod-a")), ReadHeaderTimeout: time.Second, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = srv.Serve(l) }()
@@ -45,6 +45,14 @@ func TestModes(t *testing.T) {
 	_ = r2.Body.Close()
 	if r2.ProtoMajor != 2 || !strings.Contains(string(body), "GET /hello?x=1 HTTP/2.0\n") {
 		t.Errorf("h2c: proto %s, report:\n%s", r2.Proto, body)
+	}
+
+	var report strings.Builder
+	if err := checkGRPC(l.Addr().String(), "web.shop.mesh", &report); err != nil {
+		t.Fatalf("gRPC: %v", err)
+	}
+	if got := report.String(); !strings.Contains(got, "Hostname: pod-a\n") || !strings.Contains(got, "RemoteAddr: 127.0.0.1:") || !strings.Contains(got, "Status: SERVING") {
+		t.Errorf("gRPC report:\n%s", got)
 	}
 
 	bad, err := http.Get("http://" + l.Addr().String() + "/?status=abc")

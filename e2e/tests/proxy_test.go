@@ -16,8 +16,8 @@ import (
 
 // TestProxyStaticConfig: the node proxy runs as a pod on node-3 from a
 // static config (ACL on, an 80/20 split). A client pod on node-3 reaches
-// whoami backends on other nodes through it over HTTP/1.1, h2c, TCP and
-// UDP; a client whose ServiceAccount has no rule gets a 403 that says why
+// whoami backends on other nodes through it over HTTP/1.1, h2c, gRPC, TCP
+// and UDP; a client whose ServiceAccount has no rule gets a 403 that says why
 // and no TCP data; 1,000 requests split within ±5 points of 80/20.
 func TestProxyStaticConfig(t *testing.T) {
 	ctx := context.Background()
@@ -46,6 +46,8 @@ func TestProxyStaticConfig(t *testing.T) {
 			{Namespace: ns, Name: "web", Ports: httpPorts, Endpoints: []config.Endpoint{ep(w1), ep(w2)}, Rules: allow,
 				Split: &config.Split{Source: "e2e split", Backends: []config.Backend{{Service: "web-v1", Weight: 80}, {Service: "web-v2", Weight: 20}}}},
 			{Namespace: ns, Name: "web-v1", Ports: httpPorts, Endpoints: []config.Endpoint{ep(w1)}, Rules: allow},
+			{Namespace: ns, Name: "grpc", Ports: []config.ServicePort{{Name: "grpc", Port: 80, TargetPort: 8080, Protocol: config.ProtocolHTTP, Scheme: config.SchemeH2C}},
+				Endpoints: []config.Endpoint{ep(w1)}, Rules: allow},
 			{Namespace: ns, Name: "web-v2", Ports: httpPorts, Endpoints: []config.Endpoint{ep(w2)}, Rules: allow},
 		},
 	}
@@ -102,6 +104,18 @@ func TestProxyStaticConfig(t *testing.T) {
 		if remote := reportField(out, "RemoteAddr"); !strings.HasPrefix(remote, proxyIP+":") {
 			t.Errorf("%v: backend saw %s, want the proxy %s", mode, remote, proxyIP)
 		}
+	}
+
+	// gRPC (h2c end to end, trailers carry the status) to the health service.
+	grpcCheck := func(client string) (string, error) {
+		return inPod(ctx, ns, client, bins.Path("whoami"), "--grpc-check", proxyIP+":10000", "--authority", "grpc."+ns+".mesh")
+	}
+	if out, err := grpcCheck("good"); err != nil || reportField(out, "Hostname") != "web-1" ||
+		!strings.HasPrefix(reportField(out, "RemoteAddr"), proxyIP+":") || reportField(out, "Status") != "SERVING" {
+		t.Errorf("gRPC through the proxy: %q %v", out, err)
+	}
+	if out, err := grpcCheck("bad"); err == nil {
+		t.Errorf("gRPC from a denied client succeeded: %q", out)
 	}
 
 	// A client without a rule: 403 with the reason, and no TCP data.
