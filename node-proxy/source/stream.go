@@ -40,7 +40,9 @@ type Stream struct {
 	CAFile string
 	// Client overrides the HTTP client (tests); it must speak HTTP/2.
 	Client *http.Client
-	// MinBackoff and MaxBackoff bound reconnect waits (default 250ms, 30s).
+	// MinBackoff and MaxBackoff bound reconnect waits (default 250ms, 5s:
+	// a proxy is back on a surviving controller replica within seconds of
+	// losing one; the jitter spreads a whole fleet's reconnects).
 	MinBackoff, MaxBackoff time.Duration
 	// IdleTimeout ends a stream that sent nothing (not even a ping) for this
 	// long (default 45s; the controller pings every 10s).
@@ -128,7 +130,7 @@ func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Co
 		s.MinBackoff = 250 * time.Millisecond
 	}
 	if s.MaxBackoff <= 0 {
-		s.MaxBackoff = 30 * time.Second
+		s.MaxBackoff = 5 * time.Second
 	}
 	if s.IdleTimeout <= 0 {
 		s.IdleTimeout = 45 * time.Second
