@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -81,7 +80,7 @@ func runDemo(ctx context.Context, c *cluster.Client) error {
 			if err != nil {
 				return fmt.Errorf("curl %s from pod client: %w", target, err)
 			}
-			host, remote := field(string(out), "Hostname"), field(string(out), "RemoteAddr")
+			host, remote := cluster.ReportField(string(out), "Hostname"), cluster.ReportField(string(out), "RemoteAddr")
 			seen[host]++
 			fmt.Printf("  answered by %-6s (saw the client as %s)\n", host, remote)
 		}
@@ -118,13 +117,4 @@ func demoPod(ctx context.Context, c *cluster.Client, name, node string, labels m
 	}
 	fmt.Printf("  pod/%s on %s (%s)\n", name, p.Spec.NodeName, p.Status.PodIP)
 	return nil
-}
-
-func field(report, key string) string {
-	for _, l := range strings.Split(report, "\n") {
-		if v, ok := strings.CutPrefix(l, key+": "); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
 }

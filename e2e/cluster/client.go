@@ -315,3 +315,14 @@ func (c *Client) ReadyEndpoints(ctx context.Context, ns, svc string) ([]string, 
 	sort.Strings(out)
 	return out, nil
 }
+
+// ReportField returns the value of "Key: value" in a whoami report ("" if
+// absent).
+func ReportField(report, key string) string {
+	for _, l := range strings.Split(report, "\n") {
+		if v, ok := strings.CutPrefix(l, key+": "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

@@ -54,10 +54,7 @@ func Cleanup(ctx context.Context, stateDir string) ([]string, error) {
 		// Without root the cluster only ever lived in a sandbox, which
 		// vanished with its supervisor; only its processes and files remain
 		// to check.
-		for _, p := range Processes() {
-			_ = syscall.Kill(p, syscall.SIGKILL)
-			removed = append(removed, fmt.Sprintf("process %d", p))
-		}
+		removed = append(removed, killProcesses()...)
 		removeState(stateDir)
 		return removed, nil
 	}
@@ -94,12 +91,19 @@ func Cleanup(ctx context.Context, stateDir string) ([]string, error) {
 			_ = os.RemoveAll(filepath.Join("/etc/netns", e.Name()))
 		}
 	}
-	for _, p := range Processes() {
-		_ = syscall.Kill(p, syscall.SIGKILL)
-		removed = append(removed, fmt.Sprintf("process %d", p))
-	}
+	removed = append(removed, killProcesses()...)
 	removeState(stateDir)
 	return removed, nil
+}
+
+// killProcesses kills what Processes lists and says what it killed.
+func killProcesses() []string {
+	var killed []string
+	for _, p := range Processes() {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+		killed = append(killed, fmt.Sprintf("process %d", p))
+	}
+	return killed
 }
 
 // removeState deletes the cluster's files, keeping its logs.

@@ -89,7 +89,7 @@ func (k *kubelet) run(ctx context.Context, factory informers.SharedInformerFacto
 	var wg sync.WaitGroup
 	for _, rt := range rts {
 		wg.Add(1)
-		go func() { defer wg.Done(); rt.stop(2 * time.Second); <-rt.done }()
+		go func() { defer wg.Done(); rt.terminate(2 * time.Second); <-rt.done }()
 	}
 	wg.Wait()
 }
@@ -119,7 +119,7 @@ func (k *kubelet) sync(ctx context.Context, key string) error {
 		k.mu.Lock()
 		for _, rt := range k.running {
 			if rt.key == key {
-				go rt.stop(0)
+				go rt.terminate(0)
 			}
 		}
 		k.mu.Unlock()

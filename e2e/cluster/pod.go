@@ -50,9 +50,6 @@ func (rt *podRuntime) terminate(grace time.Duration) {
 	rt.stopOnce.Do(func() { rt.stopCh <- grace })
 }
 
-// stop is terminate for shutdown paths.
-func (rt *podRuntime) stop(grace time.Duration) { rt.terminate(grace) }
-
 func (rt *podRuntime) logf(format string, args ...any) {
 	runtime.HandleError(fmt.Errorf("pod %s: "+format, append([]any{rt.key}, args...)...))
 }

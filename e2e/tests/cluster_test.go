@@ -151,7 +151,7 @@ func TestPodDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := containerPID(t, a)
-	if !processAlive(pid) {
+	if !cluster.Alive(pid) {
 		t.Fatalf("pod web-a's process %d is not running before deletion", pid)
 	}
 	if err := env.CS.CoreV1().Pods(ns).Delete(context.Background(), "web-a", metav1.DeleteOptions{}); err != nil {
@@ -170,7 +170,7 @@ func TestPodDeletion(t *testing.T) {
 		return nil
 	})
 	eventually(t, 30*time.Second, "web-a's process stops", func() error {
-		if processAlive(pid) {
+		if cluster.Alive(pid) {
 			return fmt.Errorf("process %d still runs", pid)
 		}
 		return nil
@@ -374,68 +374,4 @@ func containerPID(t *testing.T, p *corev1.Pod) int {
 	// The recorded process is `ip netns exec`, which execs pod-init, which
 	// execs the binary: one pid all along.
 	return pid
-}
-
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// A zombie is not running.
-	f := strings.Fields(string(b))
-	return len(f) > 2 && f[2] != "Z"
-}
-
-// TestCoreDNSReloadsConfigMap: cluster DNS reads its Corefile from the
-// kube-system/coredns ConfigMap as in real clusters; an edit reaches the
-// mounted file and CoreDNS's reload plugin serves it, and reverting it
-// takes the name away again.
-func TestCoreDNSReloadsConfigMap(t *testing.T) {
-	ctx := context.Background()
-	whoamiPod(t, "e2e-dns", "client", "node-2", nil, "")
-	cms := env.CS.CoreV1().ConfigMaps("kube-system")
-	cm, err := cms.Get(ctx, "coredns", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	original := cm.Data["Corefile"]
-	const name = "api.trellis.test"
-	lookup := func() (string, error) {
-		out, err := inPod(ctx, "e2e-dns", "client", "getent", "hosts", name)
-		return strings.TrimSpace(out), err
-	}
-	if out, err := lookup(); err == nil {
-		t.Fatalf("%s resolves before the edit: %s", name, out)
-	}
-	cm.Data["Corefile"] = strings.Replace(original, "    errors\n", "    errors\n    hosts {\n        198.18.0.1 "+name+"\n        fallthrough\n    }\n", 1)
-	if cm.Data["Corefile"] == original {
-		t.Fatal("could not find the errors plugin line in the Corefile to insert after")
-	}
-	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 45*time.Second, name+" resolves after the ConfigMap edit", func() error {
-		out, err := lookup()
-		if err != nil {
-			return err
-		}
-		if !strings.HasPrefix(out, "198.18.0.1") {
-			return fmt.Errorf("resolved to %q", out)
-		}
-		return nil
-	})
-	cm, err = cms.Get(ctx, "coredns", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm.Data["Corefile"] = original
-	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 45*time.Second, name+" stops resolving after the revert", func() error {
-		if out, err := lookup(); err == nil {
-			return fmt.Errorf("still resolves: %s", out)
-		}
-		return nil
-	})
 }

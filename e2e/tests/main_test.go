@@ -139,14 +139,7 @@ func inPod(ctx context.Context, ns, pod string, argv ...string) (string, error) 
 }
 
 // reportField extracts "Key: value" from a whoami report.
-func reportField(report, key string) string {
-	for _, l := range strings.Split(report, "\n") {
-		if v, ok := strings.CutPrefix(l, key+": "); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
+func reportField(report, key string) string { return cluster.ReportField(report, key) }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 

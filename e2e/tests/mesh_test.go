@@ -23,27 +23,9 @@ import (
 func installTrellis(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	ap, err := kube.NewApplier(env.Config, "trellis-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	apply := func(fsys fs.FS, names ...string) {
-		for _, n := range names {
-			b, err := fs.ReadFile(fsys, n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			objs, err := kube.Decode(b)
-			if err != nil {
-				t.Fatalf("%s: %v", n, err)
-			}
-			if err := ap.Apply(ctx, objs); err != nil {
-				t.Fatalf("%s: %v", n, err)
-			}
-		}
-	}
-	apply(crds.FS, crds.Files()...)
-	apply(base.FS, "namespace.yaml", "rbac.yaml", "configmap.yaml", "controller.yaml", "proxy.yaml")
+	ap := applier(t)
+	applyFiles(t, ap, crds.FS, crds.Files()...)
+	applyFiles(t, ap, base.FS, "namespace.yaml", "rbac.yaml", "configmap.yaml", "controller.yaml", "proxy.yaml")
 	eventually(t, 120*time.Second, "trellis-controller 2/2 available and trellis-proxy ready on 3 nodes", func() error {
 		d, err := env.CS.AppsV1().Deployments("trellis-system").Get(ctx, "trellis-controller", metav1.GetOptions{})
 		if err != nil {
@@ -120,10 +102,7 @@ func TestMeshEndToEnd(t *testing.T) {
 
 	// A TrafficSplit sends everything to v2, then everything to v1: every
 	// change reaches the proxy on the client's node.
-	ap, err := kube.NewApplier(env.Config, "trellis-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ap := applier(t)
 	split := func(v1, v2 int) {
 		objs, err := kube.Decode(fmt.Appendf(nil, `
 apiVersion: split.smi-spec.io/v1alpha4
@@ -220,4 +199,32 @@ spec:
 		}
 		return nil
 	})
+}
+
+// applier is a server-side applier for the suite.
+func applier(t *testing.T) *kube.Applier {
+	t.Helper()
+	ap, err := kube.NewApplier(env.Config, "trellis-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}
+
+// applyFiles applies embedded manifest files in order, as a user would.
+func applyFiles(t *testing.T, ap *kube.Applier, fsys fs.FS, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		b, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := kube.Decode(b)
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		if err := ap.Apply(context.Background(), objs); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+	}
 }

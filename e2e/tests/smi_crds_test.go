@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"io/fs"
 	"strings"
 	"testing"
 	"time"
@@ -16,23 +15,8 @@ import (
 // ones are refused with the CEL rule's message.
 func TestSMICRDsOnTheCluster(t *testing.T) {
 	ctx := context.Background()
-	ap, err := kube.NewApplier(env.Config, "trellis-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range crds.Files() {
-		b, err := fs.ReadFile(crds.FS, f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs, err := kube.Decode(b)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if err := ap.Apply(ctx, objs); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-	}
+	ap := applier(t)
+	applyFiles(t, ap, crds.FS, crds.Files()...)
 	apply := func(doc string) error {
 		objs, err := kube.Decode([]byte(doc))
 		if err != nil {
