@@ -375,3 +375,57 @@ func containerPID(t *testing.T, p *corev1.Pod) int {
 	// execs the binary: one pid all along.
 	return pid
 }
+
+// TestCoreDNSReloadsConfigMap: cluster DNS reads its Corefile from the
+// kube-system/coredns ConfigMap as in real clusters; an edit reaches the
+// mounted file and CoreDNS's reload plugin serves it, and reverting it
+// takes the name away again.
+func TestCoreDNSReloadsConfigMap(t *testing.T) {
+	ctx := context.Background()
+	whoamiPod(t, "e2e-dns", "client", "node-2", nil, "")
+	cms := env.CS.CoreV1().ConfigMaps("kube-system")
+	cm, err := cms.Get(ctx, "coredns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	original := cm.Data["Corefile"]
+	const name = "api.trellis.test"
+	lookup := func() (string, error) {
+		out, err := inPod(ctx, "e2e-dns", "client", "getent", "hosts", name)
+		return strings.TrimSpace(out), err
+	}
+	if out, err := lookup(); err == nil {
+		t.Fatalf("%s resolves before the edit: %s", name, out)
+	}
+	cm.Data["Corefile"] = strings.Replace(original, "    errors\n", "    errors\n    hosts {\n        198.18.0.1 "+name+"\n        fallthrough\n    }\n", 1)
+	if cm.Data["Corefile"] == original {
+		t.Fatal("could not find the errors plugin line in the Corefile to insert after")
+	}
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 45*time.Second, name+" resolves after the ConfigMap edit", func() error {
+		out, err := lookup()
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(out, "198.18.0.1") {
+			return fmt.Errorf("resolved to %q", out)
+		}
+		return nil
+	})
+	cm, err = cms.Get(ctx, "coredns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["Corefile"] = original
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 45*time.Second, name+" stops resolving after the revert", func() error {
+		if out, err := lookup(); err == nil {
+			return fmt.Errorf("still resolves: %s", out)
+		}
+		return nil
+	})
+}
