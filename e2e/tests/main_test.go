@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/trellis-mesh/trellis/e2e/cluster"
 	"github.com/trellis-mesh/trellis/e2e/toolchain"
 )
@@ -121,6 +123,44 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 		}
 		time.Sleep(100 * time.Millisecond) // polling interval, bounded by the deadline above
 	}
+}
+
+// logsOnFailure prints the tail of every container log in the namespaces
+// when the test fails, while the pods (and their logs) still exist.
+func logsOnFailure(t *testing.T, namespaces ...string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, ns := range namespaces {
+			pods, err := env.CS.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Logf("listing pods in %s: %v", ns, err)
+				continue
+			}
+			for _, p := range pods.Items {
+				for _, c := range p.Spec.Containers {
+					path, err := env.LogPath(ctx, ns, p.Name, c.Name)
+					if err != nil {
+						t.Logf("%v", err)
+						continue
+					}
+					b, err := os.ReadFile(path)
+					if err != nil {
+						t.Logf("log of %s/%s: %v", ns, p.Name, err)
+						continue
+					}
+					lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+					if len(lines) > 60 {
+						lines = lines[len(lines)-60:]
+					}
+					t.Logf("--- %s/%s (node %s) container %s, last %d lines:\n%s", ns, p.Name, p.Spec.NodeName, c.Name, len(lines), strings.Join(lines, "\n"))
+				}
+			}
+		}
+	})
 }
 
 // inPod runs argv inside a pod's network namespace and returns stdout.

@@ -48,6 +48,7 @@ func installTrellis(t *testing.T) {
 // client's own node; when the Service opts out the name goes away.
 func TestMeshEndToEnd(t *testing.T) {
 	installTrellis(t)
+	logsOnFailure(t, "trellis-system")
 	ctx := context.Background()
 	ns := "e2e-mesh"
 	whoamiPod(t, ns, "web-1", "node-1", map[string]string{"app": "web", "version": "v1"}, "")
@@ -180,6 +181,14 @@ spec:
 		}
 		return nil
 	})
+	// After the new leader takes over, split changes still flow to every
+	// node's proxy: each proxy whose replica went away is back on a live
+	// one within its connect timeouts and back-off.
+	split(0, 100)
+	changed := time.Now()
+	eventually(t, 30*time.Second, "after the leader change, TrafficSplit 0/100 sends everything to web-2, through every node's proxy", only("web-2"))
+	t.Logf("after the leader change, a split change reached every proxy in %s", time.Since(changed).Round(100*time.Millisecond))
+
 	setMesh("false", "web")
 	eventually(t, 60*time.Second, name+" stops resolving after the Service opts out", func() error {
 		if out, err := inPod(ctx, ns, "client", "getent", "hosts", name); err == nil {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -45,8 +46,15 @@ type Stream struct {
 	// losing one; the jitter spreads a whole fleet's reconnects).
 	MinBackoff, MaxBackoff time.Duration
 	// IdleTimeout ends a stream that sent nothing (not even a ping) for this
-	// long (default 45s; the controller pings every 10s).
+	// long (default 30s; the controller pings every 10s).
 	IdleTimeout time.Duration
+	// DialTimeout bounds one connection attempt (default 3s) and
+	// HeaderTimeout the wait for the controller's answer once connected
+	// (default 10s). Without them, a reconnect aimed at a replica that just
+	// vanished (its pod IP still in the node's Service rules for a moment)
+	// waits out the kernel's SYN retries, about two minutes, instead of
+	// moving on to a live replica.
+	DialTimeout, HeaderTimeout time.Duration
 	// NoAck disables reporting applied/rejected versions to the controller.
 	NoAck bool
 	// OnEvent, when set, is told about connections, frames and failures
@@ -84,9 +92,15 @@ func (s *Stream) httpClient() (*http.Client, error) {
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{
-		Protocols:         &p,
-		ForceAttemptHTTP2: true,
-		HTTP2:             &http.HTTP2Config{SendPingTimeout: 20 * time.Second, PingTimeout: 10 * time.Second},
+		Protocols:             &p,
+		ForceAttemptHTTP2:     true,
+		DialContext:           (&net.Dialer{Timeout: s.DialTimeout, KeepAlive: 15 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   s.DialTimeout,
+		ResponseHeaderTimeout: s.HeaderTimeout,
+		// A connection that goes silent (the controller's node lost, no
+		// FIN or RST ever arriving) is detected by an HTTP/2 ping within
+		// 20s; the controller's own pings every 10s keep healthy ones quiet.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second},
 	}
 	if s.CAFile != "" {
 		pem, err := os.ReadFile(s.CAFile)
@@ -133,7 +147,13 @@ func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Co
 		s.MaxBackoff = 5 * time.Second
 	}
 	if s.IdleTimeout <= 0 {
-		s.IdleTimeout = 45 * time.Second
+		s.IdleTimeout = 30 * time.Second
+	}
+	if s.DialTimeout <= 0 {
+		s.DialTimeout = 3 * time.Second
+	}
+	if s.HeaderTimeout <= 0 {
+		s.HeaderTimeout = 10 * time.Second
 	}
 	if !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
 		return fmt.Errorf("controller URL %q: must start with http:// or https://", s.URL)
@@ -156,6 +176,11 @@ func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Co
 			if err == nil && resp.StatusCode == http.StatusOK {
 				return false, nil
 			}
+			// HTTP/2 keeps a connection pooled after a stream on it timed
+			// out; drop it so the retry dials afresh (and the node's Service
+			// rules can pick a live replica) instead of queueing behind a
+			// replica that stopped answering.
+			hc.CloseIdleConnections()
 			if err == nil {
 				body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
 				err = fmt.Errorf("controller answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
@@ -210,6 +235,7 @@ func (s *Stream) Run(ctx context.Context, apply func(context.Context, *config.Co
 		start := time.Now()
 		err = s.consume(ctx, base, hc, resp.Body, &have, apply)
 		resp.Body.Close()
+		hc.CloseIdleConnections() // reconnect on a fresh connection, as above
 		if stopped(ctx) {
 			return nil
 		}

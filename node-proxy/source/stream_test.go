@@ -86,10 +86,21 @@ func (s *script) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func run(t *testing.T, sc *script, want int) ([]*config.Config, []StreamEvent) {
 	t.Helper()
+	return runWith(t, sc, want, nil, nil)
+}
+
+// runWith is run with the listener wrapped (to misbehave at the TCP level)
+// and the client tuned.
+func runWith(t *testing.T, sc *script, want int, wrap func(net.Listener) net.Listener, tune func(*Stream)) ([]*config.Config, []StreamEvent) {
+	t.Helper()
 	// A cleartext HTTP/2 server, as the controller runs one.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if wrap != nil {
+		l = wrap(l)
 	}
 	var p http.Protocols
 	p.SetHTTP1(true)
@@ -103,7 +114,7 @@ func run(t *testing.T, sc *script, want int) ([]*config.Config, []StreamEvent) {
 			t.Errorf("test server: %v", err)
 		}
 	}()
-	srv := struct{ URL string }{"http://" + l.Addr().String()}
+	srv := struct{ URL string }{"http://" + addr}
 	tok := t.TempDir() + "/token"
 	if err := os.WriteFile(tok, []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -114,6 +125,9 @@ func run(t *testing.T, sc *script, want int) ([]*config.Config, []StreamEvent) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stream{URL: srv.URL, TokenFile: tok, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, IdleTimeout: time.Second,
 		OnEvent: func(e StreamEvent) { mu.Lock(); events = append(events, e); mu.Unlock() }}
+	if tune != nil {
+		tune(s)
+	}
 	done := make(chan error, 1)
 	go func() {
 		done <- s.Run(ctx, func(_ context.Context, c *config.Config) error {
@@ -219,6 +233,62 @@ func TestStreamReconnectClaimsVersion(t *testing.T) {
 	}
 	if current != 1 {
 		t.Errorf("current frames seen: %d", current)
+	}
+}
+
+// silentFirst holds the first accepted connection open without ever
+// answering: a replica whose process froze, or whose address is still in
+// the Service rules after it went away.
+type silentFirst struct {
+	net.Listener
+	once sync.Once
+	held chan net.Conn
+}
+
+func (l *silentFirst) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		first := false
+		l.once.Do(func() { first = true })
+		if !first {
+			return c, nil
+		}
+		l.held <- c
+	}
+}
+
+// TestStreamMovesOnFromSilentReplica: a connection that never answers is
+// given up after HeaderTimeout and the next attempt gets the config.
+func TestStreamMovesOnFromSilentReplica(t *testing.T) {
+	c1 := cfg(1)
+	sc := &script{conns: [][]string{{snapshotFrame(c1)}}}
+	held := make(chan net.Conn, 1)
+	start := time.Now()
+	got, events := runWith(t, sc, 1,
+		func(l net.Listener) net.Listener { return &silentFirst{Listener: l, held: held} },
+		func(s *Stream) { s.HeaderTimeout = 300 * time.Millisecond })
+	took := time.Since(start)
+	select {
+	case c := <-held:
+		c.Close()
+	default:
+		t.Fatal("the first connection never reached the silent listener")
+	}
+	if got[0].Version != c1.Version {
+		t.Fatalf("got version %s, want %s", got[0].Version, c1.Version)
+	}
+	refused := false
+	for _, e := range events {
+		refused = refused || (e.Kind == "refused" && e.Err != nil && strings.Contains(e.Err.Error(), "timeout"))
+	}
+	if !refused {
+		t.Errorf("no refused event naming the timeout in %+v", events)
+	}
+	if took > 5*time.Second {
+		t.Errorf("config arrived after %s; the header timeout is 300ms", took)
 	}
 }
 
