@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	kjson "sigs.k8s.io/json"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -254,6 +256,39 @@ func FuzzDecode(f *testing.F) {
 		}
 		if c2.Hash() != c.Hash() {
 			t.Fatalf("hash changed across round trip")
+		}
+	})
+}
+
+// FuzzDecodePassesAgree: the fast strict pass and the careful explaining
+// pass accept exactly the same documents, so a config is never accepted
+// that the careful pass would have explained away, and every rejection
+// gets its explanation.
+func FuzzDecodePassesAgree(f *testing.F) {
+	for _, name := range []string{"valid.json", "invalid.json"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, s := range []string{
+		``, `null`, `1`, `{"node":"n"} `, `{"node":"n"} {}`, `{"NODE":"n"}`, `{"node":"n","Node":"m"}`, `{"node":"n","node":"m"}`,
+		`{"node":"n","plugins":[{"name":"p","config":{"a":1,"a":2}}]}`,
+		`{"node":"n","services":[{"namespace":"a","name":"b","ports":[{"port":1,"targetport":1}]}]}`,
+		`{"node":"n","services":[{"endpoints":[{"ports":{"w":1,"w":2}}]}]}`,
+		`{"node":"n","services":[{"resilience":{"timeout":5}}]}`,
+		"{\"node\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c Config
+		strict, err := kjson.UnmarshalStrict(data, &c, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+		fastOK := err == nil && len(strict) == 0
+		slowErr := careful(data)
+		if fastOK != (slowErr == nil) {
+			t.Fatalf("passes disagree on %q: fast %v %v, careful %v", data, strict, err, slowErr)
 		}
 	})
 }

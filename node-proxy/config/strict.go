@@ -23,6 +23,11 @@ func walk(dec *json.Decoder, t reflect.Type, path string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if t == rawType {
+		// Free-form (a plugin's config): its owner decides what it accepts.
+		var skip json.RawMessage
+		return dec.Decode(&skip)
+	}
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -37,9 +42,6 @@ func walk(dec *json.Decoder, t reflect.Type, path string) error {
 		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
 			elem = t.Elem()
 		}
-		if t == rawType {
-			elem = anyType
-		}
 		for i := 0; dec.More(); i++ {
 			if err := walk(dec, elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
 				return err
@@ -48,7 +50,7 @@ func walk(dec *json.Decoder, t reflect.Type, path string) error {
 	case '{':
 		fields := map[string]reflect.Type(nil)
 		var elem reflect.Type = anyType
-		if t.Kind() == reflect.Struct && t != rawType {
+		if t.Kind() == reflect.Struct {
 			fields = jsonFields(t)
 		} else if t.Kind() == reflect.Map {
 			elem = t.Elem()

@@ -40,7 +40,8 @@ func (e *ValidationError) Error() string {
 const maxProblems = 50
 
 type validator struct {
-	probs []FieldError
+	probs   []FieldError
+	checked map[string]error // HTTP match specs checked, by HTTPSpec.Key
 }
 
 func (v *validator) add(path, format string, args ...any) {
@@ -273,7 +274,18 @@ func (v *validator) service(path string, c *Config, s *Service, byKey map[string
 
 func (v *validator) matches(path string, ms []match.HTTPSpec) {
 	for k, m := range ms {
-		if _, err := match.CompileHTTP(m); err != nil {
+		// Many rules name the same HTTPRouteGroup match: check each
+		// distinct spec once.
+		key := m.Key()
+		err, seen := v.checked[key]
+		if !seen {
+			err = match.CheckHTTP(m)
+			if v.checked == nil {
+				v.checked = map[string]error{}
+			}
+			v.checked[key] = err
+		}
+		if err != nil {
 			v.add(fmt.Sprintf("%s[%d]", path, k), "%v", err)
 		}
 	}

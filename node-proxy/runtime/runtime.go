@@ -102,7 +102,7 @@ type Runtime struct {
 	states  map[netip.AddrPort]*balance.State
 	targets map[string]*Target
 	svcs    map[string]*Service
-	matches map[string]*match.HTTP // compiled matches by specKey
+	matches map[string]*match.HTTP // compiled matches by HTTPSpec.Key
 	// Routes lists every route, sorted as in the config.
 	Routes []*Route
 }
@@ -375,7 +375,7 @@ func (rt *Runtime) compileRules(rs []config.AccessRule, prev *Runtime) ([]Rule, 
 // shares it, and a reload reuses the previous runtime's (regexps are the
 // bulk of a large runtime's memory).
 func (rt *Runtime) compileMatch(s match.HTTPSpec, prev *Runtime) (*match.HTTP, error) {
-	key := specKey(s)
+	key := s.Key()
 	if m, ok := rt.matches[key]; ok {
 		return m, nil
 	}
@@ -391,28 +391,6 @@ func (rt *Runtime) compileMatch(s match.HTTPSpec, prev *Runtime) (*match.HTTP, e
 	}
 	rt.matches[key] = m
 	return m, nil
-}
-
-// specKey identifies a match spec: its fields, unambiguously joined.
-func specKey(s match.HTTPSpec) string {
-	var b strings.Builder
-	w := func(v string) {
-		b.WriteString(strconv.Itoa(len(v)))
-		b.WriteByte(':')
-		b.WriteString(v)
-	}
-	w(s.Name)
-	w(s.PathRegex)
-	b.WriteString(strconv.Itoa(len(s.Methods)))
-	for _, m := range s.Methods {
-		w(m)
-	}
-	b.WriteString(strconv.Itoa(len(s.Headers)))
-	for _, h := range s.Headers {
-		w(h.Name)
-		w(h.Value)
-	}
-	return b.String()
 }
 
 // HTTPRoute finds the route for a Host/:authority value. It does not

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"regexp/syntax"
+	"strconv"
 	"strings"
 )
 
@@ -42,9 +44,24 @@ type compiledHeader struct {
 // inside the match (`pathRegex`, `methods[1]`, `headers[0].name`, ...) so the
 // caller can prefix the object and match position.
 func CompileHTTP(s HTTPSpec) (*HTTP, error) {
-	m := &HTTP{spec: cloneSpec(s)}
+	return buildHTTP(s, true)
+}
+
+// CheckHTTP returns the error CompileHTTP would, without compiling the
+// regular expressions into programs: validators use it, and leave the
+// compiling to whoever serves the match.
+func CheckHTTP(s HTTPSpec) error {
+	_, err := buildHTTP(s, false)
+	return err
+}
+
+func buildHTTP(s HTTPSpec, compile bool) (*HTTP, error) {
+	m := &HTTP{}
+	if compile {
+		m.spec = cloneSpec(s)
+	}
 	if s.PathRegex != "" {
-		re, err := compilePrefix(s.PathRegex)
+		re, err := prefix(s.PathRegex, compile)
 		if err != nil {
 			return nil, fmt.Errorf("pathRegex %q: %w", s.PathRegex, err)
 		}
@@ -61,7 +78,9 @@ func CompileHTTP(s HTTPSpec) (*HTTP, error) {
 			m.anyMethod = true
 			continue
 		}
-		m.methods = append(m.methods, meth)
+		if compile {
+			m.methods = append(m.methods, meth)
+		}
 	}
 	if m.anyMethod {
 		m.methods = nil
@@ -72,25 +91,55 @@ func CompileHTTP(s HTTPSpec) (*HTTP, error) {
 		}
 		ch := compiledHeader{canonical: http.CanonicalHeaderKey(h.Name), name: h.Name}
 		if h.Value != "" {
-			re, err := compilePrefix(h.Value)
+			re, err := prefix(h.Value, compile)
 			if err != nil {
 				return nil, fmt.Errorf("headers[%d].value %q: %w", i, h.Value, err)
 			}
 			ch.value = re
 		}
-		m.headers = append(m.headers, ch)
+		if compile {
+			m.headers = append(m.headers, ch)
+		}
 	}
 	return m, nil
 }
 
-// compilePrefix compiles expr as RE2 anchored at the start only. The
-// expression is first compiled on its own so that input such as `a)(b`,
-// which would become valid once wrapped in a group, is still rejected.
-func compilePrefix(expr string) (*regexp.Regexp, error) {
-	if _, err := regexp.Compile(expr); err != nil {
+// prefix checks expr as RE2 and, when compile is set, compiles it anchored
+// at the start only. The expression is parsed on its own first so that
+// input such as `a)(b`, which would become valid once wrapped in a group,
+// is still rejected. Parsing finds every error compiling would (syntax,
+// nesting depth, size); compiling only adds the program.
+func prefix(expr string, compile bool) (*regexp.Regexp, error) {
+	if _, err := syntax.Parse(expr, syntax.Perl); err != nil {
 		return nil, fmt.Errorf("not a valid RE2 regular expression: %w", err)
 	}
+	if !compile {
+		return nil, nil
+	}
 	return regexp.Compile(`^(?:` + expr + `)`)
+}
+
+// Key identifies s: its fields, unambiguously joined. Equal keys mean
+// equal specs, so compiled matches can be shared by key.
+func (s HTTPSpec) Key() string {
+	var b strings.Builder
+	w := func(v string) {
+		b.WriteString(strconv.Itoa(len(v)))
+		b.WriteByte(':')
+		b.WriteString(v)
+	}
+	w(s.Name)
+	w(s.PathRegex)
+	b.WriteString(strconv.Itoa(len(s.Methods)))
+	for _, m := range s.Methods {
+		w(m)
+	}
+	b.WriteString(strconv.Itoa(len(s.Headers)))
+	for _, h := range s.Headers {
+		w(h.Name)
+		w(h.Value)
+	}
+	return b.String()
 }
 
 // Match reports whether a request with this method, path and header set is
