@@ -137,8 +137,13 @@ func TestValidate(t *testing.T) {
 			[]string{"services[0].resilience.rateLimit.rps: must be > 0"}},
 		{"outlier percent", func(c *Config) { c.Services[0].Resilience.Outlier.MaxEjectedPercent = 101 },
 			[]string{"services[0].resilience.outlier.maxEjectedPercent: must be 0-100"}},
-		{"plugin", func(c *Config) { c.Plugins = []Plugin{{Name: "a", Source: "cm"}, {Name: "a"}} },
-			[]string{`plugins[1].name: "a" is also plugins[0].name`, "plugins[1].source: must say"}},
+		{"plugin", func(c *Config) {
+			c.Plugins = []Plugin{{Name: "a", Version: "1", Module: "example.com/a", Files: map[string]string{"a.go": "package a"}}, {Name: "a", Module: "/x", Files: map[string]string{"../a.go": ""}, Config: []byte("{"), Stage: "late", FailurePolicy: "maybe"}}
+			c.Services[0].Plugins = []string{"a", "b"}
+		},
+			[]string{`plugins[1].name: "a" is also plugins[0].name`, "plugins[1].version: must be set", `plugins[1].module: must be a Go import path`,
+				`plugins[1].files: "../a.go": must be a relative path`, "plugins[1].config: must be JSON", `plugins[1].stage: must be "afterAccess" or "beforeAccess", got "late"`,
+				`plugins[1].failurePolicy: must be "fail" or "ignore", got "maybe"`, `services[0].plugins[1]: "b" is not in plugins`}},
 		{"several problems reported together", func(c *Config) { c.Node = ""; c.Services[3].Ports[0].TargetPort = 0 },
 			[]string{"2 problems", "node:", "services[3].ports[0].targetPort: must be 1-65535, got 0"}},
 	}
@@ -172,7 +177,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown nested field", `{"node":"n","services":[{"namespace":"a","name":"b","ports":[{"port":1,"targetPort":1,"protocol":"http","targetport":2}]}]}`, `services[0].ports[0].targetport: unknown field; did you mean "targetPort"?`},
 		{"duplicate key", `{"node":"n","node":"m"}`, "node: key appears twice"},
 		{"duplicate map key", `{"node":"n","services":[{"namespace":"a","name":"b","ports":[{"name":"w","port":1,"targetPort":1,"protocol":"http"}],"endpoints":[{"ip":"1.2.3.4","ready":true,"ports":{"w":1,"w":2}}]}]}`, "services[0].endpoints[0].ports[w]: key appears twice"},
-		{"plugin config is free-form", `{"node":"n","plugins":[{"name":"p","source":"s","config":{"a":1,"A":2}}]}`, ""},
+		{"plugin config is free-form", `{"node":"n","plugins":[{"name":"p","version":"1","module":"example.com/p","files":{"p.go":"package p"},"config":{"a":1,"A":2}}]}`, ""},
 		{"wrong type", `{"node":"n","listeners":{"http":"80"}}`, "listeners.http: must be int32"},
 		{"numeric duration", `{"node":"n","services":[{"namespace":"a","name":"b","ports":[{"port":1,"targetPort":1,"protocol":"http"}],"resilience":{"timeout":5}}]}`, `duration must be a string such as "250ms"`},
 		{"bad duration", `{"node":"n","services":[{"namespace":"a","name":"b","ports":[{"port":1,"targetPort":1,"protocol":"http"}],"resilience":{"timeout":"5 parsecs"}}]}`, `duration "5 parsecs"`},

@@ -45,9 +45,8 @@ type Config struct {
 	// its connection among these pods, never from request headers.
 	LocalPods []LocalPod `json:"localPods,omitempty"`
 
-	// Plugins are middleware plugins to load, applied in Order. Reserved for
-	// the plugin issue: a proxy without plugin support rejects a config that
-	// lists any, rather than silently skipping a policy.
+	// Plugins are the middleware plugins Services on this node use, sorted
+	// by Name. A Service lists the ones it uses, in order.
 	Plugins []Plugin `json:"plugins,omitempty"`
 }
 
@@ -110,6 +109,10 @@ type Service struct {
 	// Resilience configures retries, timeouts, circuit breaking, rate
 	// limiting and outlier ejection for traffic addressed to this Service.
 	Resilience Resilience `json:"resilience,omitempty"`
+
+	// Plugins names entries of Config.Plugins this Service's HTTP requests
+	// go through, outermost first.
+	Plugins []string `json:"plugins,omitempty"`
 }
 
 // Key returns "namespace/name".
@@ -301,14 +304,50 @@ type Outlier struct {
 	MaxEjectedPercent int32    `json:"maxEjectedPercent,omitempty"` // default 50
 }
 
-// Plugin is a middleware plugin reference (reserved for the plugin issue).
+// Plugin is a middleware plugin: Go source interpreted by the proxy
+// (yaegi), with Traefik's plugin contract (CreateConfig, New). The
+// controller ships the source itself, so a proxy needs nothing but its
+// config to load it.
 type Plugin struct {
-	Name    string `json:"name"`
-	Version string `json:"version,omitempty"`
-	// Source is where the plugin code comes from, e.g. a ConfigMap reference.
-	Source string `json:"source"`
-	// Config is handed to the plugin verbatim.
+	// Name identifies the plugin in this config ("namespace/name" of the
+	// object that declares it); Services refer to it by this name.
+	Name string `json:"name"`
+	// Version changes whenever Module, Files or Config do (the controller
+	// sets a content hash). A proxy compiles each version once.
+	Version string `json:"version"`
+	// Module is the Go import path of the plugin package, e.g.
+	// "github.com/acme/addheader".
+	Module string `json:"module"`
+	// Files are the package's source files: path relative to the module
+	// root ("addheader.go", "internal/x/x.go") → Go source.
+	Files map[string]string `json:"files"`
+	// Config is decoded into the plugin's *Config (from CreateConfig).
 	Config json.RawMessage `json:"config,omitempty"`
-	// Order sorts plugins (ascending); ties keep list order.
-	Order int32 `json:"order,omitempty"`
+	// Stage places the plugin relative to the built-in steps:
+	// "afterAccess" (default: the request was allowed and not rate
+	// limited; runs before the split picks a backend) or "beforeAccess"
+	// (sees every request, even those access control will deny).
+	Stage PluginStage `json:"stage,omitempty"`
+	// FailurePolicy says what a Service does while this plugin cannot be
+	// loaded: "fail" (default: answer 503 naming the plugin) or "ignore"
+	// (serve without it).
+	FailurePolicy PluginFailurePolicy `json:"failurePolicy,omitempty"`
 }
+
+// PluginStage is where a plugin runs; see Plugin.Stage.
+type PluginStage string
+
+// Plugin stages.
+const (
+	StageAfterAccess  PluginStage = "afterAccess"
+	StageBeforeAccess PluginStage = "beforeAccess"
+)
+
+// PluginFailurePolicy is what happens while a plugin cannot load.
+type PluginFailurePolicy string
+
+// Plugin failure policies.
+const (
+	FailClosed PluginFailurePolicy = "fail"
+	FailOpen   PluginFailurePolicy = "ignore"
+)

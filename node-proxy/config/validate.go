@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -135,8 +136,13 @@ func (c *Config) Validate() error {
 			v.add(path+".name", "%q is also plugins[%d].name", p.Name, j)
 		}
 		names[p.Name] = i
-		if p.Source == "" {
-			v.add(path+".source", "must say where the plugin code comes from")
+		v.plugin(path, &p)
+	}
+	for i := range c.Services {
+		for k, name := range c.Services[i].Plugins {
+			if _, ok := names[name]; !ok {
+				v.add(fmt.Sprintf("services[%d].plugins[%d]", i, k), "%q is not in plugins", name)
+			}
 		}
 	}
 
@@ -144,6 +150,36 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return &ValidationError{Problems: v.probs}
+}
+
+func (v *validator) plugin(path string, p *Plugin) {
+	if p.Version == "" {
+		v.add(path+".version", "must be set (a content hash: proxies compile each version once)")
+	}
+	if p.Module == "" || strings.ContainsAny(p.Module, " \\") || strings.HasPrefix(p.Module, "/") || strings.HasSuffix(p.Module, "/") {
+		v.add(path+".module", "must be a Go import path such as github.com/acme/addheader, got %q", p.Module)
+	}
+	if len(p.Files) == 0 {
+		v.add(path+".files", "must hold the plugin's Go source files")
+	}
+	for name := range p.Files {
+		if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "..") || !strings.HasSuffix(name, ".go") {
+			v.add(path+".files", "%q: must be a relative path to a .go file inside the module", name)
+		}
+	}
+	if len(p.Config) > 0 && !json.Valid(p.Config) {
+		v.add(path+".config", "must be JSON")
+	}
+	switch p.Stage {
+	case "", StageAfterAccess, StageBeforeAccess:
+	default:
+		v.add(path+".stage", "must be %q or %q, got %q", StageAfterAccess, StageBeforeAccess, p.Stage)
+	}
+	switch p.FailurePolicy {
+	case "", FailClosed, FailOpen:
+	default:
+		v.add(path+".failurePolicy", "must be %q or %q, got %q", FailClosed, FailOpen, p.FailurePolicy)
+	}
 }
 
 func (v *validator) ip(path, s string) (netip.Addr, bool) {

@@ -168,7 +168,7 @@ func TestReloadKeepsLiveState(t *testing.T) {
 
 func TestBuildRejects(t *testing.T) {
 	c := load(t)
-	c.Plugins = []config.Plugin{{Name: "waf", Source: "cm/waf"}}
+	c.Plugins = []config.Plugin{{Name: "waf", Version: "1", Module: "example.com/waf", Files: map[string]string{"waf.go": "package waf"}}}
 	if _, err := Build(c, nil, Hooks{}); err == nil || !strings.Contains(err.Error(), "plugins[0] (waf)") {
 		t.Fatalf("plugins must be refused, got %v", err)
 	}
