@@ -424,6 +424,76 @@ func TestController(t *testing.T) {
 		return ""
 	})
 
+	// --- plugins: a MeshPlugin whose source is a labelled ConfigMap reaches
+	// every node's config on web; editing the source gives a new version; a
+	// MeshPlugin naming a missing ConfigMap gets an Event and stays out.
+	pluginGVR := schema.GroupVersionResource{Group: "trellis.io", Version: "v1alpha1", Resource: "meshplugins"}
+	src := must(kube.CoreV1().ConfigMaps("shop").Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "headers-src", Labels: map[string]string{"trellis.io/plugin-source": "true"}},
+		Data:       map[string]string{"headers.go": "package headers\n"}}, metav1.CreateOptions{}))
+	for _, mp := range []map[string]any{
+		{"name": "headers", "spec": map[string]any{"module": "example.com/headers", "source": map[string]any{"configMap": "headers-src"},
+			"services": []any{"web"}, "config": map[string]any{"set": map[string]any{"X-Mesh": "on"}}}},
+		{"name": "orphan", "spec": map[string]any{"module": "example.com/orphan", "source": map[string]any{"configMap": "missing"}, "services": []any{"web"}}},
+	} {
+		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "trellis.io/v1alpha1", "kind": "MeshPlugin",
+			"metadata": map[string]any{"name": mp["name"], "namespace": "shop"}, "spec": mp["spec"]}}
+		must(dyn.Resource(pluginGVR).Namespace("shop").Create(ctx, u, metav1.CreateOptions{}))
+	}
+	pluginVersion := func(r *replica) (string, string) {
+		res, _, _ := r.c.Hub().Current()
+		n := res.Node("node-a")
+		if n == nil {
+			return "", "no config for node-a"
+		}
+		cfg := n.Config()
+		var names []string
+		for _, p := range cfg.Plugins {
+			names = append(names, p.Name)
+		}
+		if len(cfg.Plugins) != 1 || cfg.Plugins[0].Name != "shop/headers" || cfg.Plugins[0].Files["headers.go"] == "" {
+			return "", fmt.Sprintf("plugins %v", names)
+		}
+		for _, sv := range cfg.Services {
+			if sv.Key() == "shop/web" && strings.Join(sv.Plugins, ",") == "shop/headers" {
+				return cfg.Plugins[0].Version, ""
+			}
+		}
+		return "", "shop/web does not list shop/headers"
+	}
+	var v1 string
+	poll(t, "the plugin is in node-a's config on both replicas", 20*time.Second, func() string {
+		for _, r := range replicas {
+			v, why := pluginVersion(r)
+			if why != "" {
+				return why
+			}
+			v1 = v
+		}
+		return ""
+	})
+	src.Data["headers.go"] = "package headers\n\n// v2\n"
+	must(kube.CoreV1().ConfigMaps("shop").Update(ctx, src, metav1.UpdateOptions{}))
+	poll(t, "editing the source gives the plugin a new version", 20*time.Second, func() string {
+		v, why := pluginVersion(follower)
+		if why != "" {
+			return why
+		}
+		if v == v1 {
+			return "version unchanged: " + v
+		}
+		return ""
+	})
+	poll(t, "an Event on the MeshPlugin naming the missing ConfigMap", 20*time.Second, func() string {
+		evs := must(kube.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=orphan"}))
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "MeshPlugin" && strings.Contains(e.Message, `ConfigMap "missing" not found`) {
+				return ""
+			}
+		}
+		return fmt.Sprintf("%d events, none naming the ConfigMap", len(evs.Items))
+	})
+
 	// --- fail-over: stop the leader; the follower takes over, its stream stays up.
 	mu.Lock()
 	disconnectsBefore := count(events, "disconnected")

@@ -36,6 +36,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/topology"
 	"github.com/trellis-mesh/trellis/controller/watch"
 	"github.com/trellis-mesh/trellis/controller/webhook"
+	"github.com/trellis-mesh/trellis/internal/version"
 	"github.com/trellis-mesh/trellis/manifests/crds"
 	"github.com/trellis-mesh/trellis/smi"
 )
@@ -601,13 +602,18 @@ func (c *Controller) state() map[string]any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := map[string]any{
-		"replica":      c.o.Identity,
-		"leading":      c.leading.Load(),
-		"smi":          c.watcher.Served().String(),
-		"dns":          c.dnsState,
-		"shadowErrors": c.shadowErr,
-		"webhookError": c.webhookState,
-		"problems":     c.rep.Summary(),
+		"replica": c.o.Identity,
+		"version": version.Get(),
+		"leading": c.leading.Load(),
+		"smi":     c.watcher.Served().String(),
+		"dns":     c.dnsState,
+		// dnsSynced: this replica (as leader) made CoreDNS forward the mesh
+		// domains; false on other replicas and with coreDNS disabled.
+		"dnsSynced":      c.dnsDone != "",
+		"coreDNSEnabled": c.s.CoreDNS.Enabled,
+		"shadowErrors":   c.shadowErr,
+		"webhookError":   c.webhookState,
+		"problems":       c.rep.Summary(),
 	}
 	if c.prev != nil {
 		versions := map[string]string{}
@@ -673,6 +679,12 @@ func lookup(snap *topology.Snapshot) report.Lookup {
 					o := s.DeepCopy()
 					o.APIVersion, o.Kind = "discovery.k8s.io/v1", "EndpointSlice"
 					return o
+				}
+			}
+		case topology.PluginKind:
+			for _, u := range snap.Plugins {
+				if u.GetNamespace() == r.Namespace && u.GetName() == r.Name {
+					return u.DeepCopy()
 				}
 			}
 		default:

@@ -10,6 +10,6 @@
 // replica; the leader keeps the CRDs' caBundle equal to its CA.
 //
 // Stage: top of the controller. Imports: every controller package,
-// manifests/crds, smi, client-go, the apiextensions client, prometheus, zap,
-// the standard library.
+// manifests/crds, smi, internal/version, client-go, the apiextensions client,
+// prometheus, zap, the standard library.
 package app

@@ -173,7 +173,14 @@ func (n *Node) LocalPodsJSON() []byte { return n.localPods }
 // output does not depend on prev.
 func Compile(t *topology.Topology, assign Assignments, o Options, prev *Result) *Result {
 	r := &Result{nodes: map[string]*Node{}, frags: map[string]*Fragment{}}
-	services, problems, pending := effectiveServices(t, assign, o)
+	plugins, problems := validPlugins(t.Plugins)
+	names := make(map[string]bool, len(plugins))
+	for _, p := range plugins {
+		names[p.Name] = true
+	}
+	services, sproblems, pending := effectiveServices(t, assign, o, names)
+	problems = append(problems, sproblems...)
+	smi.SortProblems(problems)
 	r.Problems = problems
 	r.Pending = pending
 	r.Services = len(services)
@@ -283,7 +290,7 @@ func Compile(t *topology.Topology, assign Assignments, o Options, prev *Result) 
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				nodes[i] = buildNode(r.names[i], zoneOf[r.names[i]], t.LocalPods[r.names[i]], o, base, withRules, variant)
+				nodes[i] = buildNode(r.names[i], zoneOf[r.names[i]], t.LocalPods[r.names[i]], o, plugins, base, withRules, variant)
 			}
 		}()
 	}
@@ -298,10 +305,10 @@ func Compile(t *topology.Topology, assign Assignments, o Options, prev *Result) 
 	return r
 }
 
-func buildNode(name, zone string, pods []config.LocalPod, o Options, base []*Fragment, withRules []int,
+func buildNode(name, zone string, pods []config.LocalPod, o Options, plugins []config.Plugin, base []*Fragment, withRules []int,
 	variant func(int, map[config.Identity]bool, []byte) (*Fragment, []byte)) *Node {
 	n := &Node{Name: name, pods: pods}
-	n.cfg = config.Config{Node: name, Zone: zone, MeshDomain: o.MeshDomain, Listeners: config.Listeners{HTTP: o.HTTPPort}, ACL: config.ACLOff}
+	n.cfg = config.Config{Node: name, Zone: zone, MeshDomain: o.MeshDomain, Listeners: config.Listeners{HTTP: o.HTTPPort}, ACL: config.ACLOff, Plugins: plugins}
 	if o.MeshDomain == "mesh" {
 		n.cfg.MeshDomain = "" // the default
 	}
@@ -344,13 +351,18 @@ var servicePath = regexp.MustCompile(`^services\[(\d+)\]`)
 // ports filled in (ports still waiting for one are left out), splits
 // reduced to the backends that remain, and anything the proxy's validation
 // rejects dropped and reported.
-func effectiveServices(t *topology.Topology, assign Assignments, o Options) ([]config.Service, []smi.Problem, []topology.PortKey) {
+func effectiveServices(t *topology.Topology, assign Assignments, o Options, plugins map[string]bool) ([]config.Service, []smi.Problem, []topology.PortKey) {
 	var pending []topology.PortKey
 	var problems []smi.Problem
 	out := make([]config.Service, 0, len(t.Services))
 	used := map[config.Protocol]map[int32]string{config.ProtocolTCP: {}, config.ProtocolUDP: {}}
 	for _, ts := range t.Services {
 		s := config.Service{Namespace: ts.Namespace, Name: ts.Name, Endpoints: ts.Endpoints, Rules: ts.Rules, Resilience: ts.Resilience}
+		for _, name := range ts.Plugins {
+			if plugins[name] {
+				s.Plugins = append(s.Plugins, name)
+			}
+		}
 		for _, p := range ts.Ports {
 			if p.Protocol == config.ProtocolTCP || p.Protocol == config.ProtocolUDP {
 				k := topology.PortKey{Namespace: ts.Namespace, Name: ts.Name, Port: p.Port, Protocol: p.Protocol}
@@ -385,7 +397,7 @@ func effectiveServices(t *topology.Topology, assign Assignments, o Options) ([]c
 	// Validate everything together once (rules unfiltered, no local pods):
 	// per-node configs only drop rule sources, which cannot invalidate them.
 	for round := 0; round < 5; round++ {
-		probe := config.Config{Version: "probe", Node: "probe", MeshDomain: o.MeshDomain, Listeners: config.Listeners{HTTP: o.HTTPPort}, Services: out}
+		probe := config.Config{Version: "probe", Node: "probe", MeshDomain: o.MeshDomain, Listeners: config.Listeners{HTTP: o.HTTPPort}, Services: out, Plugins: pluginStubs(plugins)}
 		err := probe.Validate()
 		if err == nil {
 			break
@@ -423,6 +435,37 @@ func effectiveServices(t *topology.Topology, assign Assignments, o Options) ([]c
 	}
 	smi.SortProblems(problems)
 	return out, problems, pending
+}
+
+// validPlugins keeps the plugins the proxy's validation accepts; each one
+// it rejects is reported on its MeshPlugin and left out (Services using it
+// then serve without it, as if it were not attached).
+func validPlugins(in []config.Plugin) ([]config.Plugin, []smi.Problem) {
+	var out []config.Plugin
+	var problems []smi.Problem
+	for _, p := range in {
+		probe := config.Config{Version: "probe", Node: "probe", Plugins: []config.Plugin{p}}
+		if err := probe.Validate(); err != nil {
+			ns, name, _ := strings.Cut(p.Name, "/")
+			problems = append(problems, smi.Problem{Severity: smi.Error, Object: smi.Ref{Kind: topology.PluginKind, Namespace: ns, Name: name},
+				Message: "the proxy would refuse this plugin (" + strings.ReplaceAll(err.Error(), "plugins[0]", "plugin") + "); it is left out",
+				Fix:     "fix spec.module or the ConfigMap's file names"})
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, problems
+}
+
+// pluginStubs stand for the valid plugins when validating Services, which
+// only needs their names (the sources were checked by validPlugins).
+func pluginStubs(names map[string]bool) []config.Plugin {
+	out := make([]config.Plugin, 0, len(names))
+	for n := range names {
+		out = append(out, config.Plugin{Name: n, Version: "stub", Module: "stub", Files: map[string]string{"stub.go": ""}})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 func dropPendingRulePorts(rules []config.AccessRule, ports []config.ServicePort) []config.AccessRule {

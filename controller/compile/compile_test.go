@@ -281,3 +281,36 @@ func TestIncrementalHashMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestBadPluginLeftOut: a plugin the proxy's validation would refuse is
+// reported on its MeshPlugin and left out of every config (and of the
+// Services that named it), instead of making the whole config invalid.
+func TestBadPluginLeftOut(t *testing.T) {
+	top := loadTopology(t, "../topology/testdata/plugins.yaml")
+	res := Compile(top, assignAll(top, nil), opts, nil)
+	found := false
+	for _, p := range res.Problems {
+		if p.Object.Kind == "MeshPlugin" && p.Object.Name == "evil" {
+			found = strings.Contains(p.Message, `"../evil.go": must be a relative path`)
+		}
+	}
+	if !found {
+		t.Fatalf("no problem reported for MeshPlugin shop/evil: %v", res.Problems)
+	}
+	cfg := res.Node("node-a").Config()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config invalid: %v", err)
+	}
+	var names []string
+	for _, p := range cfg.Plugins {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != "shop/auth,shop/headers" {
+		t.Fatalf("plugins in the config: %v", names)
+	}
+	for _, s := range cfg.Services {
+		if s.Name == "web" && strings.Join(s.Plugins, ",") != "shop/auth,shop/headers" {
+			t.Fatalf("web's plugins: %v", s.Plugins)
+		}
+	}
+}

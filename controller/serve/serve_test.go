@@ -354,6 +354,49 @@ func TestStreamRefusals(t *testing.T) {
 	}
 }
 
+// TestDebugAuthHeader: the debug API takes the token from
+// X-Trellis-Authorization (what the kubectl plugin sends through the
+// apiserver's pods/proxy, which drops Authorization) with the same checks as
+// Authorization; streams and acks never take it.
+func TestDebugAuthHeader(t *testing.T) {
+	e := newEnv(t)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		header map[string]string
+		code   int
+		want   string
+	}{
+		{"operator token in the plugin header", "GET", "/debug/streams", map[string]string{serve.DebugAuthHeader: "Bearer tok-operator"}, 200, `"streams"`},
+		{"a proxy may not read debug through it", "GET", "/debug/streams", map[string]string{serve.DebugAuthHeader: "Bearer tok-a"}, 403, "may not read the debug API"},
+		{"an app may not read debug through it", "GET", "/debug/streams", map[string]string{serve.DebugAuthHeader: "Bearer tok-app"}, 403, "may not read the debug API"},
+		{"unknown token", "GET", "/debug/streams", map[string]string{serve.DebugAuthHeader: "Bearer garbage"}, 401, "unknown token"},
+		{"not a bearer value", "GET", "/debug/streams", map[string]string{serve.DebugAuthHeader: "tok-operator"}, 401, serve.DebugAuthHeader},
+		{"Authorization wins over the plugin header", "GET", "/debug/streams", map[string]string{"Authorization": "Bearer tok-app", serve.DebugAuthHeader: "Bearer tok-operator"}, 403, "system:serviceaccount:shop:web may not read"},
+		{"stream ignores the plugin header", "GET", serve.StreamPath, map[string]string{serve.DebugAuthHeader: "Bearer tok-a"}, 401, "missing `Authorization: Bearer"},
+		{"ack ignores the plugin header", "POST", serve.AckPath, map[string]string{serve.DebugAuthHeader: "Bearer tok-a"}, 401, "missing `Authorization: Bearer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, "http://"+e.addr+tc.path, strings.NewReader(`{"version":"x","applied":true}`))
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+				t.Errorf("%d %s, want %d with %q", resp.StatusCode, body, tc.code, tc.want)
+			}
+		})
+	}
+}
+
 // TestStreamRecoversFromDisconnects: the controller goes away while the
 // config changes; each time the client comes back with backoff and ends on
 // the newest version.

@@ -33,6 +33,10 @@ type Snapshot struct {
 	// SMI holds TrafficSplits, TrafficTargets, HTTPRouteGroups, TCPRoutes
 	// and UDPRoutes as read by dynamic informers (any served version).
 	SMI []*unstructured.Unstructured
+	// Plugins are the MeshPlugin objects, and PluginSources the ConfigMaps
+	// labelled PluginSourceLabel=true that hold their Go source.
+	Plugins       []*unstructured.Unstructured
+	PluginSources []*corev1.ConfigMap
 }
 
 // Options are the mesh-wide settings topology needs.
@@ -133,6 +137,9 @@ type Topology struct {
 	Problems []smi.Problem
 	// Policy is the compiled SMI policy (for explanations in the debug view).
 	Policy *smi.Policy
+	// Plugins are the middleware plugins some meshed Service uses, sorted
+	// by name (every node's config carries them).
+	Plugins []config.Plugin
 }
 
 // Node is one cluster node.
@@ -159,6 +166,9 @@ type Service struct {
 	// Rules allow sources (all of them, on any node) to reach the Service.
 	Rules      []config.AccessRule `json:"rules,omitempty"`
 	Resilience config.Resilience   `json:"resilience,omitzero"`
+	// Plugins names the Topology.Plugins its HTTP requests go through,
+	// outermost first.
+	Plugins []string `json:"plugins,omitempty"`
 }
 
 // Key is "namespace/name".
@@ -299,6 +309,7 @@ func Build(snap *Snapshot, opts Options) *Topology {
 	for _, s := range t.Services {
 		b.rules(policy, s)
 	}
+	t.Plugins = b.plugins(snap.Plugins, snap.PluginSources)
 	t.Problems = dedupe(b.problems)
 	return t
 }

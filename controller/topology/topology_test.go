@@ -45,8 +45,9 @@ func render(t *testing.T, top *Topology) []byte {
 		Services  []*Service                   `json:"services"`
 		Nodes     []Node                       `json:"nodes"`
 		LocalPods map[string][]config.LocalPod `json:"localPods"`
+		Plugins   []config.Plugin              `json:"plugins,omitempty"`
 		Problems  []string                     `json:"problems"`
-	}{top.Services, top.Nodes, top.LocalPods, nil}
+	}{top.Services, top.Nodes, top.LocalPods, top.Plugins, nil}
 	for _, p := range top.Problems {
 		view.Problems = append(view.Problems, string(p.Severity)+": "+p.String())
 	}

@@ -89,6 +89,16 @@ func (s *Snapshot) add(u *unstructured.Unstructured) error {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		s.EndpointSlices = append(s.EndpointSlices, o)
+	case gv == "v1" && k == "ConfigMap":
+		o := &corev1.ConfigMap{}
+		if err := into(o); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if o.Labels[PluginSourceLabel] == "true" {
+			s.PluginSources = append(s.PluginSources, o)
+		}
+	case gv == PluginGroup+"/"+PluginVersion && k == string(PluginKind):
+		s.Plugins = append(s.Plugins, u)
 	case strings.HasSuffix(strings.SplitN(gv, "/", 2)[0], ".smi-spec.io"):
 		if _, _, err := smi.LookupGVK(gv, k); err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -54,10 +54,15 @@ type Watcher struct {
 	nodes      corelisters.NodeLister
 	slices     discoverylisters.EndpointSliceLister
 	synced     []cache.InformerSynced
+	// sources reads only ConfigMaps labelled as plugin source.
+	sourceFactory informers.SharedInformerFactory
+	sources       corelisters.ConfigMapLister
 
 	mu     sync.Mutex
 	served smi.Served
 	smiInf map[smi.Kind]*smiInformer
+	// pluginInf watches MeshPlugins while their CRD is served.
+	pluginInf *smiInformer
 }
 
 type smiInformer struct {
@@ -99,6 +104,12 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, disco discovery.Disco
 	node := w.factory.Core().V1().Nodes()
 	add("Node", node.Informer(), slimNode, labelsChanged)
 	w.nodes = node.Lister()
+	w.sourceFactory = informers.NewSharedInformerFactoryWithOptions(kube, o.Resync, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+		lo.LabelSelector = topology.PluginSourceLabel + "=true"
+	}))
+	cm := w.sourceFactory.Core().V1().ConfigMaps()
+	add("ConfigMap", cm.Informer(), slimMeta, nil)
+	w.sources = cm.Lister()
 	return w
 }
 
@@ -128,6 +139,7 @@ func sameVersion(old, cur any) bool {
 // have synced (or ctx ends).
 func (w *Watcher) Start(ctx context.Context) error {
 	w.factory.Start(ctx.Done())
+	w.sourceFactory.Start(ctx.Done())
 	if err := w.discover(ctx); err != nil {
 		// Not fatal: without discovery there is no SMI; retried below.
 		w.log.Warn("SMI discovery failed; retrying", zap.Error(err))
@@ -156,6 +168,9 @@ func (w *Watcher) Start(ctx context.Context) error {
 	w.mu.Lock()
 	for _, si := range w.smiInf {
 		synced = append(synced, si.inf.HasSynced)
+	}
+	if w.pluginInf != nil {
+		synced = append(synced, w.pluginInf.inf.HasSynced)
 	}
 	w.mu.Unlock()
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
@@ -200,6 +215,9 @@ func (w *Watcher) discover(ctx context.Context) error {
 			w.log.Info("watching SMI kind", zap.String("kind", string(ki.Kind)), zap.String("version", gvr.Version))
 		}
 	}
+	if w.discoverPlugins(ctx) {
+		changed = true
+	}
 	w.served = served
 	if changed {
 		w.opts.OnChange("SMI discovery")
@@ -214,6 +232,39 @@ func (w *Watcher) stopSMI() {
 		si.cancel()
 		delete(w.smiInf, k)
 	}
+	if w.pluginInf != nil {
+		w.pluginInf.cancel()
+		w.pluginInf = nil
+	}
+}
+
+// discoverPlugins starts or stops the MeshPlugin informer as the CRD
+// appears or goes; w.mu is held. It reports whether anything changed.
+func (w *Watcher) discoverPlugins(ctx context.Context) bool {
+	gvr := schema.GroupVersionResource{Group: topology.PluginGroup, Version: topology.PluginVersion, Resource: topology.PluginResource}
+	served := false
+	if rl, err := w.disco.ServerResourcesForGroupVersion(gvr.GroupVersion().String()); err == nil {
+		for _, r := range rl.APIResources {
+			served = served || r.Name == gvr.Resource
+		}
+	}
+	switch {
+	case served && w.pluginInf == nil:
+		ictx, cancel := context.WithCancel(ctx)
+		inf := dynamicinformer.NewFilteredDynamicInformer(w.dyn, gvr, metav1.NamespaceAll, w.opts.Resync, cache.Indexers{}, nil).Informer()
+		_ = inf.SetTransform(slimMeta)
+		_, _ = inf.AddEventHandler(w.handler(string(topology.PluginKind), nil))
+		go inf.Run(ictx.Done())
+		w.pluginInf = &smiInformer{gvr: gvr, inf: inf, cancel: cancel}
+		w.log.Info("watching MeshPlugins", zap.String("version", gvr.Version))
+		return true
+	case !served && w.pluginInf != nil:
+		w.pluginInf.cancel()
+		w.pluginInf = nil
+		w.log.Info("stopped watching MeshPlugins: the CRD is not served")
+		return true
+	}
+	return false
 }
 
 // Snapshot lists every cache. The objects are shared with the caches:
@@ -236,12 +287,22 @@ func (w *Watcher) Snapshot() (*topology.Snapshot, error) {
 	if s.Nodes, err = w.nodes.List(labels.Everything()); err != nil {
 		return nil, err
 	}
+	if s.PluginSources, err = w.sources.List(labels.Everything()); err != nil {
+		return nil, err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, si := range w.smiInf {
 		for _, o := range si.inf.GetStore().List() {
 			if u, ok := o.(*unstructured.Unstructured); ok {
 				s.SMI = append(s.SMI, u)
+			}
+		}
+	}
+	if w.pluginInf != nil {
+		for _, o := range w.pluginInf.inf.GetStore().List() {
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				s.Plugins = append(s.Plugins, u)
 			}
 		}
 	}

@@ -17,6 +17,7 @@ func TestLoad(t *testing.T) {
 		"httproutegroups.specs.smi-spec.io": {"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"},
 		"tcproutes.specs.smi-spec.io":       {"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"},
 		"udproutes.specs.smi-spec.io":       {"v1alpha4"},
+		"meshplugins.trellis.io":            {"v1alpha1"},
 	}
 	if len(crds) != len(want) {
 		t.Fatalf("got %d CRDs, want %d", len(crds), len(want))
