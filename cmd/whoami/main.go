@@ -4,6 +4,7 @@
 //
 //	whoami [--http :8080] [--tcp :9000] [--udp :9001] [--name NAME]
 //	whoami --grpc-check ADDR [--authority HOST]   (a gRPC health-check client)
+//	whoami --load URL [--qps N] [--duration D] [--host H]   (a constant-rate client)
 //
 // gRPC: the standard health service; every response carries the headers
 // x-whoami (the name) and x-remote (the source address it saw).
@@ -39,7 +40,23 @@ func main() {
 	name := flag.String("name", "", "name to report (default: $POD_NAME, else $HOSTNAME, else the hostname)")
 	grpcCheck := flag.String("grpc-check", "", "act as a client: gRPC health-check ADDR (host:port) over h2c and print who answered")
 	authority := flag.String("authority", "", "with --grpc-check: the :authority to send (e.g. a mesh name)")
+	var lo loadOptions
+	flag.StringVar(&lo.url, "load", "", "act as a client: send GETs to this URL at --qps for --duration, then print a JSON report of every failure")
+	flag.StringVar(&lo.host, "host", "", "with --load: the Host header to send")
+	flag.Float64Var(&lo.qps, "qps", 50, "with --load: requests per second (open loop)")
+	flag.DurationVar(&lo.duration, "duration", 10*time.Second, "with --load: how long to send (SIGTERM stops early and reports)")
+	flag.DurationVar(&lo.timeout, "timeout", 3*time.Second, "with --load: per-request timeout")
 	flag.Parse()
+	if lo.url != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		err := runLoad(ctx, lo, os.Stdout)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "whoami:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	if *grpcCheck != "" {
 		if err := checkGRPC(*grpcCheck, *authority, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "whoami:", err)
