@@ -114,6 +114,8 @@ type supervisor struct {
 	nodes  []node
 	cp     *ControlPlane
 	procs  []*proc
+	// apiRestarts are when the apiserver was last restarted (watch only).
+	apiRestarts []time.Time
 }
 
 func (s *supervisor) progress(format string, args ...any) {
@@ -357,7 +359,17 @@ func (s *supervisor) watch(ctx context.Context) error {
 		case <-t.C:
 		}
 		if err := s.cp.Alive(); err != nil {
-			return err
+			// The apiserver may go away (a test restarts it, or it crashed):
+			// start it again, unless it keeps failing. etcd exiting ends
+			// the cluster.
+			if !s.cp.APIServerExited() || len(recentRestarts(&s.apiRestarts, time.Minute)) > 3 {
+				return err
+			}
+			s.progress("kube-apiserver exited; restarting it")
+			if rerr := s.cp.RestartAPIServer(ctx); rerr != nil {
+				return fmt.Errorf("%w; restarting it: %w", err, rerr)
+			}
+			s.progress("kube-apiserver is back")
 		}
 		for i, p := range s.procs {
 			if done, err := p.Exited(); done {
@@ -369,6 +381,19 @@ func (s *supervisor) watch(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// recentRestarts records a restart now and returns those within window.
+func recentRestarts(times *[]time.Time, window time.Duration) []time.Time {
+	now := time.Now()
+	kept := (*times)[:0]
+	for _, t := range *times {
+		if now.Sub(t) < window {
+			kept = append(kept, t)
+		}
+	}
+	*times = append(kept, now)
+	return *times
 }
 
 // healthy fails with the log tail of the first component that exited.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,7 +37,9 @@ type ControlPlaneOptions struct {
 type ControlPlane struct {
 	opts       ControlPlaneOptions
 	pki        *pki
+	mu         sync.Mutex // guards api, which RestartAPIServer replaces
 	etcd, api  *proc
+	apiSpec    procSpec
 	Kubeconfig string // admin kubeconfig (system:masters)
 	URL        string
 }
@@ -97,7 +100,7 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (*ControlPlan
 	if err != nil {
 		return nil, err
 	}
-	cp.api, err = startProc(procSpec{
+	cp.apiSpec = procSpec{
 		Name: "kube-apiserver", Log: filepath.Join(logs, "kube-apiserver.log"), Pids: pids,
 		Argv: []string{o.Bins.Path("kube-apiserver"),
 			"--etcd-servers=" + etcdURL,
@@ -115,7 +118,8 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (*ControlPlan
 			"--profiling=false",
 			"--endpoint-reconciler-type=" + reconciler(o.BindIP),
 			"--v=1"},
-	})
+	}
+	cp.api, err = startProc(cp.apiSpec)
 	if err != nil {
 		cp.Stop()
 		return nil, err
@@ -162,10 +166,34 @@ func writeKubeconfig(path, server, ca string, auth clientcmdapi.AuthInfo) error 
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
+// APIServerExited reports whether the apiserver process has ended.
+func (cp *ControlPlane) APIServerExited() bool {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	done, _ := cp.api.Exited()
+	return done
+}
+
+// RestartAPIServer starts the apiserver again after it exited, as a
+// kubelet restarts a static pod, and returns once it is ready.
+func (cp *ControlPlane) RestartAPIServer(ctx context.Context) error {
+	np, err := startProc(cp.apiSpec)
+	if err != nil {
+		return err
+	}
+	cp.mu.Lock()
+	cp.api = np
+	cp.mu.Unlock()
+	return cp.waitReady(ctx, 90*time.Second)
+}
+
 // Stop stops the apiserver, then etcd.
 func (cp *ControlPlane) Stop() {
-	if cp.api != nil {
-		cp.api.Stop(10 * time.Second)
+	cp.mu.Lock()
+	api := cp.api
+	cp.mu.Unlock()
+	if api != nil {
+		api.Stop(10 * time.Second)
 	}
 	if cp.etcd != nil {
 		cp.etcd.Stop(10 * time.Second)
@@ -174,7 +202,10 @@ func (cp *ControlPlane) Stop() {
 
 // Alive returns an error naming the first control-plane process that exited.
 func (cp *ControlPlane) Alive() error {
-	for _, p := range []*proc{cp.etcd, cp.api} {
+	cp.mu.Lock()
+	api := cp.api
+	cp.mu.Unlock()
+	for _, p := range []*proc{cp.etcd, api} {
 		if done, err := p.Exited(); done {
 			return fmt.Errorf("%s exited (%w); see %s", p.name, err, filepath.Join(cp.opts.Dir, "logs", p.name+".log"))
 		}
