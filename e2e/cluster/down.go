@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -54,7 +55,7 @@ func Cleanup(ctx context.Context, stateDir string) ([]string, error) {
 		// Without root the cluster only ever lived in a sandbox, which
 		// vanished with its supervisor; only its processes and files remain
 		// to check.
-		removed = append(removed, killProcesses()...)
+		removed = append(removed, killProcesses(stateDir)...)
 		removeState(stateDir)
 		return removed, nil
 	}
@@ -91,15 +92,15 @@ func Cleanup(ctx context.Context, stateDir string) ([]string, error) {
 			_ = os.RemoveAll(filepath.Join("/etc/netns", e.Name()))
 		}
 	}
-	removed = append(removed, killProcesses()...)
+	removed = append(removed, killProcesses(stateDir)...)
 	removeState(stateDir)
 	return removed, nil
 }
 
 // killProcesses kills what Processes lists and says what it killed.
-func killProcesses() []string {
+func killProcesses(stateDir string) []string {
 	var killed []string
-	for _, p := range Processes() {
+	for _, p := range Processes(stateDir) {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 		killed = append(killed, fmt.Sprintf("process %d", p))
 	}
@@ -153,13 +154,18 @@ func Links(ctx context.Context) ([]string, error) {
 	return links, nil
 }
 
-// Processes lists running processes whose executable is one of the
-// cluster's binaries (in the Trellis cache), other than the caller.
-func Processes() []int {
+// Processes lists the running processes of the cluster whose state is in
+// stateDir: those whose executable is one of the cluster's binaries (in the
+// Trellis cache) and whose command line or environment names stateDir.
+func Processes(stateDir string) []int {
 	self := os.Getpid()
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	cache := cacheRoot()
+	mark := []byte(stateDir)
+	if r, err := filepath.EvalSymlinks(stateDir); err == nil {
+		mark = []byte(r)
+	}
 	for _, e := range ents {
 		var pid int
 		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == self {
@@ -170,7 +176,15 @@ func Processes() []int {
 			continue
 		}
 		exe = strings.TrimSuffix(exe, " (deleted)")
-		if strings.HasPrefix(exe, cache+string(os.PathSeparator)) && !strings.HasSuffix(exe, "/trellis-dev") {
+		if !strings.HasPrefix(exe, cache+string(os.PathSeparator)) || strings.HasSuffix(exe, "/trellis-dev") {
+			continue
+		}
+		// The same cached binaries also run other clusters (the unit tests'
+		// control planes): only processes that point into this cluster's
+		// state folder (flags, or a pod's KUBECONFIG) are its own.
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if bytes.Contains(cmdline, mark) || bytes.Contains(environ, mark) {
 			pids = append(pids, pid)
 		}
 	}

@@ -208,7 +208,7 @@ func runOuter() int {
 		fmt.Fprintf(os.Stderr, "e2e: down: %v\n%s", err, out)
 		return 1
 	}
-	if ps := cluster.Processes(); len(ps) != 0 || cluster.Alive(st.PID) {
+	if ps := cluster.Processes(state); len(ps) != 0 || cluster.Alive(st.PID) {
 		fmt.Fprintf(os.Stderr, "FAIL: e2e: processes left after down: %v (supervisor alive: %v)\n", ps, cluster.Alive(st.PID))
 		return 1
 	}

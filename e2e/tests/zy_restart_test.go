@@ -26,7 +26,7 @@ func TestZYCrashAndRestart(t *testing.T) {
 	if err != nil || !st.Alive() {
 		t.Fatalf("no running supervisor to crash: %v", err)
 	}
-	before := cluster.Processes()
+	before := cluster.Processes(state)
 	if len(before) == 0 {
 		t.Fatal("no cluster processes found before the crash")
 	}

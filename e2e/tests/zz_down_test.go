@@ -39,7 +39,7 @@ func TestZZDownLeavesNothing(t *testing.T) {
 			t.Errorf("nftables table left in the root namespace: %s", tb)
 		}
 	}
-	if ps := cluster.Processes(); len(ps) != 0 {
+	if ps := cluster.Processes(state); len(ps) != 0 {
 		t.Errorf("cluster processes left: %v", ps)
 	}
 	if st, _ := cluster.ReadStatus(state); st.Alive() {
