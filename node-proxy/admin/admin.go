@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/trellis-mesh/trellis/internal/version"
 	"github.com/trellis-mesh/trellis/node-proxy/config"
 )
 
@@ -23,6 +24,9 @@ type State interface {
 
 // Debug is the /debug/config document.
 type Debug struct {
+	// ProxyVersion is the build of this proxy binary (internal/version).
+	ProxyVersion string `json:"proxyVersion"`
+	// Version is the served config's version.
 	Version        string         `json:"version"`
 	AppliedAt      time.Time      `json:"appliedAt,omitzero"`
 	Ready          bool           `json:"ready"`
@@ -50,7 +54,7 @@ func Handler(s State, reg *prometheus.Registry) http.Handler {
 		c, at := s.Live()
 		why := s.Ready()
 		rej, rejAt := s.LastRejection()
-		d := Debug{AppliedAt: at, Ready: why == "", NotReadyReason: why, LastRejection: rej, RejectedAt: rejAt, Config: c}
+		d := Debug{ProxyVersion: version.Get(), AppliedAt: at, Ready: why == "", NotReadyReason: why, LastRejection: rej, RejectedAt: rejAt, Config: c}
 		if c != nil {
 			d.Version = c.Version
 		}
