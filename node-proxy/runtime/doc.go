@@ -5,9 +5,13 @@
 // health, breakers, buckets, budgets, where the settings did not change) and
 // swapped atomically by Holder; in-flight work keeps the Runtime it started
 // with. Routing decisions do not allocate. Identical HTTP match specs are
-// compiled once and shared (across rules, services and reloads).
+// compiled once and shared (across rules, services and reloads). Plugins
+// are compiled once per source (node-proxy/plugin) and each HTTP route of
+// a Service with plugins carries its instantiated chains (Route.Plugins);
+// a plugin that does not load is recorded (PluginErrors), never a failed
+// Build.
 //
 // Stage: config → runtime. Used by the listeners (httpproxy, l4).
-// Imports: node-proxy/config, balance, resilience, proxyerr, smi/match,
-// golang.org/x/time/rate, the standard library.
+// Imports: node-proxy/config, balance, resilience, plugin, proxyerr,
+// smi/match, golang.org/x/time/rate, the standard library.
 package runtime

@@ -17,6 +17,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/node-proxy/balance"
 	"github.com/trellis-mesh/trellis/node-proxy/config"
+	"github.com/trellis-mesh/trellis/node-proxy/plugin"
 	"github.com/trellis-mesh/trellis/node-proxy/resilience"
 	"github.com/trellis-mesh/trellis/smi/match"
 )
@@ -89,7 +90,15 @@ type Route struct {
 	// route looks at request headers; otherwise AllowHTTP and Choose may be
 	// given a nil header.
 	NeedsHeaders bool
+	// Plugins are the Service's middleware plugins, instantiated, one
+	// chain per stage (Plugins.Before, Plugins.After); nil when the Service
+	// has none, and for tcp and udp ports. Shared by the Service's routes.
+	Plugins *plugin.Chains
 }
+
+// HasPlugins reports whether requests over r go through plugins (and so
+// need a net/http ResponseWriter and Request).
+func (r *Route) HasPlugins() bool { return r.Plugins != nil }
 
 // Runtime is an immutable compiled config.
 type Runtime struct {
@@ -105,12 +114,25 @@ type Runtime struct {
 	matches map[string]*match.HTTP // compiled matches by HTTPSpec.Key
 	// Routes lists every route, sorted as in the config.
 	Routes []*Route
+	// Plugins are the config's plugins, compiled (nil without plugins).
+	Plugins *plugin.Set
 }
 
-// Hooks let telemetry observe events of pools and breakers.
+// PluginErrors lists the plugins that did not load, and the (plugin,
+// Service) pairs whose New failed: for /debug/config and logs. The
+// Services using them run without them or answer 503, by each plugin's
+// failure policy.
+func (rt *Runtime) PluginErrors() []*plugin.LoadError { return rt.Plugins.Errors() }
+
+// Hooks let telemetry observe events of pools and breakers, and give
+// plugins their environment.
 type Hooks struct {
 	OnEject         func(t *Target, e *balance.Endpoint, d time.Duration)
 	OnBreakerChange func(t *Target, s resilience.BreakerState)
+	// Plugins is the environment of plugins: logger, metrics, timeouts.
+	// nil: the previous runtime's, else defaults (no logs, unregistered
+	// metrics).
+	Plugins *plugin.Env
 }
 
 // Build compiles cfg. prev (may be nil) donates live state for unchanged
@@ -121,9 +143,6 @@ func Build(cfg *config.Config, prev *Runtime, hooks Hooks) (*Runtime, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if len(cfg.Plugins) > 0 {
-		return nil, fmt.Errorf("plugins[0] (%s): this proxy cannot load plugins yet; a config that lists plugins is refused rather than served without them", cfg.Plugins[0].Name)
 	}
 	rt := &Runtime{
 		Config:  cfg,
@@ -242,7 +261,36 @@ func Build(cfg *config.Config, prev *Runtime, hooks Hooks) (*Runtime, error) {
 		ip := netip.MustParseAddr(p.IP).Unmap()
 		rt.sources[ip] = Source{Identity: p.Identity, Known: true, Pod: p.Name, Service: backs[ip]}
 	}
+	rt.buildPlugins(cfg, prev, hooks)
 	return rt, nil
+}
+
+// buildPlugins compiles the config's plugins (reusing the previous
+// runtime's compiled programs and, where nothing they depend on changed,
+// its instantiated chains) and gives each HTTP route of a Service with
+// plugins its chains. It comes last in Build: nothing after it can fail,
+// and a plugin that does not load never fails the Build (it is recorded
+// in PluginErrors; its Services skip it or answer 503, by its policy).
+func (rt *Runtime) buildPlugins(cfg *config.Config, prev *Runtime, hooks Hooks) {
+	if len(cfg.Plugins) == 0 {
+		if prev.Plugins != nil {
+			plugin.NewSet(nil, prev.Plugins, hooks.Plugins) // forgets their metrics
+		}
+		return
+	}
+	rt.Plugins = plugin.NewSet(cfg.Plugins, prev.Plugins, hooks.Plugins)
+	chains := map[string]*plugin.Chains{}
+	for i := range cfg.Services {
+		cs := &cfg.Services[i]
+		if len(cs.Plugins) > 0 {
+			chains[cs.Key()] = rt.Plugins.Chains(cs.Key(), cs.Plugins, rt.svcs[cs.Key()].Timeout, prev.Plugins)
+		}
+	}
+	for _, r := range rt.Routes {
+		if r.Port.Protocol == config.ProtocolHTTP {
+			r.Plugins = chains[r.Service.Key]
+		}
+	}
 }
 
 // needsHeaders reports whether any access rule or split match of cs has a
