@@ -43,6 +43,9 @@ func SyncCABundle(ctx context.Context, client apiextensionsclient.CustomResource
 	var updated []string
 	for _, want := range shipped {
 		name := want.Name
+		if c := want.Spec.Conversion; c == nil || c.Strategy != apiextensionsv1.WebhookConverter {
+			continue // converted by the apiserver (e.g. MeshPlugin): no caBundle, and RBAC grants none
+		}
 		err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 			got, err := client.Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
