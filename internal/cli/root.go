@@ -34,6 +34,8 @@ and explains what the mesh does: status, live proxy config, traffic stats,
 and why a request is allowed or denied.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Invoked as a kubectl plugin: help and usage say `kubectl trellis`.
+		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl trellis"},
 	}
 	env.AddFlags(root)
 	root.AddCommand(Commands(env)...)
