@@ -62,6 +62,8 @@ type flags struct {
 	readHeaderTO     time.Duration
 	idleTO           time.Duration
 	fastPath         bool
+	otlpEndpoint     string
+	traceRatio       float64
 }
 
 func parse(args []string, stderr io.Writer) (*flags, error) {
@@ -87,6 +89,11 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.readHeaderTO, "read-header-timeout", 10*time.Second, "time allowed to send request headers (slowloris guard)")
 	fs.DurationVar(&f.idleTO, "idle-timeout", 120*time.Second, "keep-alive idle timeout of client connections")
 	fs.BoolVar(&f.fastPath, "http1-fast-path", true, "serve plain HTTP/1.1 with Trellis's own strict parser (false: net/http for everything)")
+	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "export one span per sampled HTTP request over OTLP/HTTP (protobuf) to this collector URL, "+
+		"e.g. http://otel-collector.observability:4318 (/v1/traces is added when the URL has no path; "+
+		"extra headers from OTEL_EXPORTER_OTLP_HEADERS); empty: no spans")
+	fs.Float64Var(&f.traceRatio, "trace-sample-ratio", 0, "with --otlp-endpoint: share (0..1) of requests arriving without a traceparent "+
+		"that start a sampled trace; requests with one follow its sampled flag")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -101,6 +108,17 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if f.drain < 0 || f.grace < 0 {
 		return nil, errors.New("--drain-period and --shutdown-grace must not be negative")
+	}
+	if f.otlpEndpoint != "" {
+		if _, err := telemetry.ParseOTLPEndpoint(f.otlpEndpoint); err != nil {
+			return nil, fmt.Errorf("--otlp-endpoint: %w", err)
+		}
+	}
+	if err := telemetry.CheckSampleRatio(f.traceRatio); err != nil {
+		return nil, fmt.Errorf("--trace-sample-ratio: %w", err)
+	}
+	if f.traceRatio > 0 && f.otlpEndpoint == "" {
+		return nil, errors.New("--trace-sample-ratio: needs --otlp-endpoint (the proxy samples only traces whose spans it exports)")
 	}
 	return f, nil
 }
@@ -131,6 +149,21 @@ func run(ctx context.Context, args []string, reload <-chan struct{}, stderr io.W
 	if f.accessLog {
 		access = telemetry.NewAccessLogger(zapcore.Lock(os.Stdout), telemetry.Sampling{First: f.sampleFirst, Thereafter: f.sampleThereafter})
 	}
+	metrics := telemetry.NewMetrics()
+	var tracer *telemetry.Tracer
+	if f.otlpEndpoint != "" {
+		headers, err := telemetry.OTLPHeadersFromEnv()
+		if err != nil {
+			fmt.Fprintln(stderr, "trellis-proxy: --otlp-endpoint:", err)
+			return 2
+		}
+		tracer, err = telemetry.NewTracer(telemetry.TracerOptions{Endpoint: f.otlpEndpoint, Headers: headers,
+			SampleRatio: f.traceRatio, Node: f.node, Metrics: metrics, Log: log})
+		if err != nil {
+			fmt.Fprintln(stderr, "trellis-proxy: --otlp-endpoint:", err)
+			return 2
+		}
+	}
 	p := server.New(server.Options{
 		BindIP:        f.bind,
 		HTTPPort:      int32(f.httpPort),
@@ -143,6 +176,8 @@ func run(ctx context.Context, args []string, reload <-chan struct{}, stderr io.W
 		HTTPHandler: httpproxy.Options{MaxHeaderCount: f.maxHeaderCount},
 		Log:         log,
 		AccessLog:   access,
+		Metrics:     metrics,
+		Tracer:      tracer,
 	})
 	var src server.Source = &source.File{Path: f.configFile, Reload: reload, OnError: func(err error) {
 		log.Error("config reload failed; still serving the previous config", zap.Error(err))
@@ -150,7 +185,8 @@ func run(ctx context.Context, args []string, reload <-chan struct{}, stderr io.W
 	if f.controller != "" {
 		src = &source.Stream{URL: f.controller, TokenFile: f.tokenFile, CAFile: f.controllerCA, OnEvent: streamLogger(log)}
 	}
-	log.Info("trellis-proxy starting", zap.String("config", f.configFile), zap.String("controller", f.controller), zap.String("node", f.node), zap.String("admin", f.adminAddr))
+	log.Info("trellis-proxy starting", zap.String("config", f.configFile), zap.String("controller", f.controller), zap.String("node", f.node),
+		zap.String("admin", f.adminAddr), zap.String("otlp_endpoint", f.otlpEndpoint), zap.Float64("trace_sample_ratio", f.traceRatio))
 	if err := p.Run(ctx, src); err != nil {
 		fmt.Fprintln(stderr, "trellis-proxy:", err)
 		return 1

@@ -21,7 +21,6 @@ import (
 	"github.com/trellis-mesh/trellis/node-proxy/forward"
 	"github.com/trellis-mesh/trellis/node-proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/node-proxy/runtime"
-	"github.com/trellis-mesh/trellis/node-proxy/telemetry"
 )
 
 const (
@@ -320,6 +319,7 @@ func (hc *h1conn) serveRequest() (nx next) {
 			h.finish(x)
 		}
 	}()
+	h.startTrace(x, bstr(rq.traceparent))
 	rt := h.rt.Load()
 	if rt == nil {
 		return hc.failReq(x, errNoConfig)
@@ -354,9 +354,6 @@ func (hc *h1conn) serveRequest() (nx next) {
 	if err != nil {
 		return hc.failReq(x, err)
 	}
-	tc, _, _ := telemetry.Child(bstr(rq.traceparent))
-	x.trace = tc
-
 	var b body
 	policy := route.Service.Retry
 	switch {

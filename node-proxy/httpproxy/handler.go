@@ -33,7 +33,23 @@ const (
 type Options struct {
 	// MaxHeaderCount bounds the number of request header fields (values).
 	MaxHeaderCount int
+	// Spans, when set, gets one span per sampled request (see SpanSink).
+	// Nil records nothing and costs nothing.
+	Spans SpanSink
 }
+
+// SpanSink records the spans of sampled requests. *telemetry.Tracer is one.
+type SpanSink interface {
+	// SampleNew reports whether a request that came without a valid
+	// traceparent starts a sampled trace (the flag is then set in the
+	// traceparent sent upstream, so the backend's spans join the trace).
+	SampleNew() bool
+	// Record takes the span of a finished sampled request. It is called on
+	// the request's goroutine and must not block.
+	Record(telemetry.HTTPSpan)
+}
+
+var _ SpanSink = (*telemetry.Tracer)(nil)
 
 // Handler is the HTTP data path.
 type Handler struct {
@@ -42,6 +58,7 @@ type Handler struct {
 	m      *telemetry.Metrics
 	log    *zap.Logger
 	access *zap.Logger
+	spans  SpanSink
 	opts   Options
 }
 
@@ -55,7 +72,7 @@ func New(rt *runtime.Holder, fwd forward.HTTP, m *telemetry.Metrics, log, access
 	if access == nil {
 		access = zap.NewNop()
 	}
-	return &Handler{rt: rt, fwd: fwd, m: m, log: log, access: access, opts: o}
+	return &Handler{rt: rt, fwd: fwd, m: m, log: log, access: access, spans: o.Spans, opts: o}
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -73,7 +90,8 @@ type exchange struct {
 	attempts  int
 	bytesOut  int64
 	wrote     bool
-	trace     telemetry.TraceContext
+	trace     telemetry.TraceContext // this hop's context, as sent upstream
+	parent    [8]byte                // the caller's span id, zero if none
 	srcAddr   netip.Addr
 	breakerOK bool
 	// The request, for the access log.
@@ -106,6 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
+	h.startTrace(x, r.Header.Get("Traceparent"))
 	rt := h.rt.Load()
 	if rt == nil {
 		h.fail(w, x, errNoConfig)
@@ -137,13 +156,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 		return
 	}
 
-	// Trace context: continue the caller's trace with a span for this hop.
-	tc, _, _ := telemetry.Child(r.Header.Get("Traceparent"))
-	x.trace = tc
+	// Trace context: this hop's span (startTrace) is the upstream's parent.
 	if v := r.Header["Traceparent"]; len(v) == 1 {
-		v[0] = tc.String()
+		v[0] = x.trace.String()
 	} else {
-		r.Header["Traceparent"] = []string{tc.String()}
+		r.Header["Traceparent"] = []string{x.trace.String()}
 	}
 
 	ctx := r.Context()
@@ -164,6 +181,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 }
 
 var errNoConfig = proxyerr.New(proxyerr.NoEndpoint, "proxy has no config yet")
+
+// startTrace gives the request its hop in the trace, from the incoming
+// traceparent (in): the caller's trace and sampled flag with a new span
+// id, or, without a valid one, a new trace, sampled at the span sink's
+// ratio. Set before any policy step, so requests the proxy answers itself
+// (403, 429, 503...) are traced too.
+func (h *Handler) startTrace(x *exchange, in string) {
+	tc, parent, continued := telemetry.Child(in)
+	if !continued && h.spans != nil && h.spans.SampleNew() {
+		tc.Flags |= telemetry.FlagSampled
+	}
+	x.trace, x.parent = tc, parent
+}
 
 // The policy steps below are shared by the net/http path (serve) and the
 // HTTP/1.1 fast path, so both decide every request the same way.
@@ -430,7 +460,7 @@ func (h *Handler) fail(w http.ResponseWriter, x *exchange, err error) {
 	_, _ = io.WriteString(w, c.String()+": "+reason+"\n")
 }
 
-// finish records metrics, the access log and the breaker outcome.
+// finish records the breaker outcome, the span, metrics and the access log.
 func (h *Handler) finish(x *exchange) {
 	if x.status == 0 {
 		x.status = 499
@@ -449,6 +479,11 @@ func (h *Handler) finish(x *exchange) {
 		x.target.Breaker.Done(o, time.Now())
 	}
 	dur := time.Since(x.start)
+	// The span goes before the metrics: a counted request has its span
+	// recorded (tests rely on it).
+	if h.spans != nil && x.trace.Sampled() {
+		h.spans.Record(spanOf(x, x.start.Add(dur)))
+	}
 	dstNS, dstSvc := "", ""
 	if x.route != nil {
 		dstNS, dstSvc = x.route.Service.Namespace, x.route.Service.Name
@@ -486,6 +521,37 @@ func (h *Handler) finish(x *exchange) {
 			zap.String("trace_id", x.trace.TraceIDString()),
 		)
 	}
+}
+
+// spanOf describes the finished exchange for the span sink. The strings the
+// fast path takes from its connection buffer are copied: the span outlives
+// the request.
+func spanOf(x *exchange, end time.Time) telemetry.HTTPSpan {
+	s := telemetry.HTTPSpan{Trace: x.trace, Parent: x.parent, Start: x.start, End: end,
+		Proto: x.proto, Method: strings.Clone(x.method), Host: strings.Clone(x.host), Path: strings.Clone(x.path),
+		Status: x.status, BytesOut: x.bytesOut,
+		ClientIP: x.srcAddr, Attempts: x.attempts}
+	if x.class == proxyerr.ClientGone && !x.wrote {
+		s.Status = 0 // 499 is the proxy's note, nothing was sent
+	}
+	if x.src.Known {
+		s.SourceNamespace, s.SourceServiceAccount = x.src.Identity.Namespace, x.src.Identity.ServiceAccount
+		s.SourcePod, s.SourceService = x.src.Pod, x.src.Service
+	}
+	if x.route != nil {
+		s.DestNamespace, s.DestService = x.route.Service.Namespace, x.route.Service.Name
+	}
+	if x.target != nil {
+		s.Backend = x.target.Service.Key
+	}
+	if x.endpoint != nil {
+		s.Upstream = x.endpoint.HostPort
+	}
+	if x.class != proxyerr.OK {
+		s.ErrorClass, s.Reason = x.class.String(), strings.Clone(x.reason)
+		s.ProxyFailure = x.class != proxyerr.ClientGone
+	}
+	return s
 }
 
 func identityString(s runtime.Source) string {

@@ -59,6 +59,14 @@ type Options struct {
 	Log       *zap.Logger
 	AccessLog *zap.Logger
 	Metrics   *telemetry.Metrics
+
+	// Tracer, when set, gets a span for every sampled HTTP request and
+	// decides the sampling of requests without a traceparent (it should
+	// count on Metrics). The proxy flushes and stops it at the end of
+	// Shutdown. Nil: no spans.
+	Tracer *telemetry.Tracer
+	// TraceFlushTimeout bounds that final flush (default 5s).
+	TraceFlushTimeout time.Duration
 }
 
 // Proxy is one node proxy.
@@ -106,6 +114,12 @@ func New(o Options) *Proxy {
 	}
 	if o.ListenerGrace == 0 {
 		o.ListenerGrace = 5 * time.Minute
+	}
+	if o.TraceFlushTimeout == 0 {
+		o.TraceFlushTimeout = 5 * time.Second
+	}
+	if o.Tracer != nil {
+		o.HTTPHandler.Spans = o.Tracer
 	}
 	p := &Proxy{opts: o, log: o.Log, metrics: o.Metrics, tcp: map[int32]*l4.TCP{}, udp: map[int32]*l4.UDP{}}
 	p.retireCtx, p.retireCancel = context.WithCancel(context.Background())
@@ -421,5 +435,12 @@ func (p *Proxy) Shutdown(ctx context.Context, drain time.Duration) {
 	p.retireCancel()
 	p.bg.Wait()
 	p.fwd.CloseIdle()
+	if p.opts.Tracer != nil {
+		fctx, cancel := context.WithTimeout(ctx, p.opts.TraceFlushTimeout)
+		defer cancel()
+		if err := p.opts.Tracer.Shutdown(fctx); err != nil {
+			p.log.Warn("spans not all exported at shutdown", zap.Error(err))
+		}
+	}
 	p.log.Info("shutdown complete")
 }

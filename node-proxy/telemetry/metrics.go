@@ -31,6 +31,9 @@ type Metrics struct {
 	ConfigReloads *prometheus.CounterVec
 	Panics        prometheus.Counter
 	BadRequests   *prometheus.CounterVec
+	// Span export (only moves when --otlp-endpoint is set).
+	SpansExported prometheus.Counter
+	SpansDropped  *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's metrics (and Go/process collectors) on a
@@ -92,9 +95,18 @@ func NewMetrics() *Metrics {
 			Name: "trellis_proxy_http_rejected_requests_total",
 			Help: "Requests rejected before routing (header limits, smuggling attempts, unknown host).",
 		}, []string{"reason"}),
+		SpansExported: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_proxy_trace_spans_exported_total",
+			Help: "Spans of sampled HTTP requests accepted by the OTLP collector.",
+		}),
+		SpansDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_proxy_trace_spans_dropped_total",
+			Help: "Spans of sampled HTTP requests not exported, by reason (queue_full, export_failed, rejected by the collector, shutdown).",
+		}, []string{"reason"}),
 	}
 	r.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Retries, m.Ejections, m.BreakerOpen, m.OpenConns,
 		m.TCPConns, m.UDPFlows, m.L4Bytes, m.ConfigInfo, m.ConfigReloads, m.Panics, m.BadRequests,
+		m.SpansExported, m.SpansDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -12,6 +12,12 @@ type TraceContext struct {
 	Flags   byte
 }
 
+// FlagSampled is the sampled bit of the trace-flags field.
+const FlagSampled byte = 0x01
+
+// Sampled reports whether the sampled flag is set.
+func (tc TraceContext) Sampled() bool { return tc.Flags&FlagSampled != 0 }
+
 // ParseTraceparent parses a traceparent header value (W3C Trace Context
 // level 1). Version 00 must be exactly 55 characters; higher versions may
 // carry more fields after a '-'. Version ff, all-zero ids and upper-case hex
