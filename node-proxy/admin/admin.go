@@ -27,13 +27,21 @@ type Debug struct {
 	// ProxyVersion is the build of this proxy binary (internal/version).
 	ProxyVersion string `json:"proxyVersion"`
 	// Version is the served config's version.
-	Version        string         `json:"version"`
-	AppliedAt      time.Time      `json:"appliedAt,omitzero"`
-	Ready          bool           `json:"ready"`
-	NotReadyReason string         `json:"notReadyReason,omitempty"`
-	LastRejection  string         `json:"lastRejection,omitempty"`
-	RejectedAt     time.Time      `json:"rejectedAt,omitzero"`
-	Config         *config.Config `json:"config"`
+	Version        string    `json:"version"`
+	AppliedAt      time.Time `json:"appliedAt,omitzero"`
+	Ready          bool      `json:"ready"`
+	NotReadyReason string    `json:"notReadyReason,omitempty"`
+	LastRejection  string    `json:"lastRejection,omitempty"`
+	RejectedAt     time.Time `json:"rejectedAt,omitzero"`
+	// PluginErrors are the plugins of the served config that could not be
+	// loaded (their Services apply the plugin's failure policy).
+	PluginErrors []string       `json:"pluginErrors,omitempty"`
+	Config       *config.Config `json:"config"`
+}
+
+// PluginState is implemented by a State that loads plugins.
+type PluginState interface {
+	PluginErrors() []string
 }
 
 // Handler returns the admin mux.
@@ -57,6 +65,9 @@ func Handler(s State, reg *prometheus.Registry) http.Handler {
 		d := Debug{ProxyVersion: version.Get(), AppliedAt: at, Ready: why == "", NotReadyReason: why, LastRejection: rej, RejectedAt: rejAt, Config: c}
 		if c != nil {
 			d.Version = c.Version
+		}
+		if ps, ok := s.(PluginState); ok {
+			d.PluginErrors = ps.PluginErrors()
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

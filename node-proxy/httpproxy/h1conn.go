@@ -335,8 +335,9 @@ func (hc *h1conn) serveRequest() (nx next) {
 	if err != nil {
 		return hc.failReq(x, err)
 	}
-	if !h1Only(route) {
-		// h2c and https upstreams go through net/http's transport.
+	if !h1Only(route) || route.HasPlugins() {
+		// h2c and https upstreams go through net/http's transport, and
+		// plugins run on net/http's request and ResponseWriter.
 		if hc.handoff() {
 			skipFinish = true
 			return handedOff

@@ -16,7 +16,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/trellis-mesh/trellis/node-proxy/balance"
+	"github.com/trellis-mesh/trellis/node-proxy/config"
 	"github.com/trellis-mesh/trellis/node-proxy/forward"
+	"github.com/trellis-mesh/trellis/node-proxy/plugin"
 	"github.com/trellis-mesh/trellis/node-proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/node-proxy/resilience"
 	"github.com/trellis-mesh/trellis/node-proxy/runtime"
@@ -141,15 +143,67 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 		x.src = rt.Source(x.srcAddr)
 	}
 	route, err := h.lookup(rt, x, r.Host, r.URL.Path)
-	if err == nil {
-		err = h.authorize(x, route, r.Method, r.URL.Path, r.Header)
+	if err != nil {
+		h.fail(w, x, err)
+		return
 	}
-	if err == nil {
-		err = stripHopByHop(r.Header)
+	// The Service's timeout bounds everything after the lookup, plugin
+	// code included.
+	if svc := route.Service; svc.Timeout > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), svc.Timeout)
+		defer cancel()
+		r = r.WithContext(ctx)
 	}
+	// Plugins wrap the rest: beforeAccess ones see every request for the
+	// route, afterAccess ones only what access control and the rate limit
+	// let through, before the split picks a backend. A plugin may answer
+	// itself or pass on a changed request.
+	h.plugins(w, r, x, route.Plugins.Stage(config.StageBeforeAccess), func(w http.ResponseWriter, r *http.Request) {
+		err := h.authorize(x, route, r.Method, r.URL.Path, r.Header)
+		if err == nil {
+			err = h.limit(route)
+		}
+		if err != nil {
+			h.fail(w, x, err)
+			return
+		}
+		h.plugins(w, r, x, route.Plugins.Stage(config.StageAfterAccess), func(w http.ResponseWriter, r *http.Request) {
+			h.forward(w, r, x, route)
+		})
+	})
+}
+
+// plugins runs r through chain c (nil: none) and then next, and accounts
+// for what the chain did: a plugin's own answer, a plugin that could not
+// load (503), panicked (500) or timed out (504), or a response that had
+// already started when it failed (cut).
+func (h *Handler) plugins(w http.ResponseWriter, r *http.Request, x *exchange, c *plugin.Chain, next http.HandlerFunc) {
+	if c == nil {
+		next(w, r)
+		return
+	}
+	out := c.Serve(w, r, next)
+	switch {
+	case out.Err == nil:
+		if x.status == 0 && out.Status != 0 { // a plugin answered itself
+			x.status, x.bytesOut, x.wrote = out.Status, out.Bytes, true
+		}
+	case out.Written:
+		x.class, x.reason = proxyerr.Classify(out.Err), out.Err.Error()
+		x.wrote = true
+		panic(http.ErrAbortHandler)
+	default:
+		h.fail(w, x, out.Err)
+	}
+}
+
+// forward is the last step: hop-by-hop headers, the split's choice of
+// target, then the attempts and the response.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange, route *runtime.Route) {
+	err := stripHopByHop(r.Header)
 	var t *runtime.Target
 	if err == nil {
-		t, err = h.pick(x, route, r.Method, r.URL.Path, r.Header)
+		t, err = h.choose(x, route, r.Method, r.URL.Path, r.Header)
 	}
 	if err != nil {
 		h.fail(w, x, err)
@@ -163,13 +217,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 		r.Header["Traceparent"] = []string{x.trace.String()}
 	}
 
-	ctx := r.Context()
-	if svc := route.Service; svc.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, svc.Timeout)
-		defer cancel()
-	}
-	resp, cancelTry, err := h.roundTrip(ctx, r, x, route, t)
+	resp, cancelTry, err := h.roundTrip(r.Context(), r, x, route, t)
 	if cancelTry != nil {
 		defer cancelTry()
 	}
@@ -225,13 +273,25 @@ func (h *Handler) authorize(x *exchange, route *runtime.Route, method, path stri
 	return nil
 }
 
-// pick applies the rate limit, chooses the target (split) and asks its
-// circuit breaker; on success the breaker is owed a Done (see finish).
+// pick applies the rate limit, then choose.
 func (h *Handler) pick(x *exchange, route *runtime.Route, method, path string, hdr http.Header) (*runtime.Target, error) {
-	svc := route.Service
-	if svc.Limiter != nil && !svc.Limiter.Allow() {
-		return nil, proxyerr.New(proxyerr.RateLimited, "rate limit of "+svc.Key+" exceeded")
+	if err := h.limit(route); err != nil {
+		return nil, err
 	}
+	return h.choose(x, route, method, path, hdr)
+}
+
+// limit applies the Service's rate limit.
+func (h *Handler) limit(route *runtime.Route) error {
+	if svc := route.Service; svc.Limiter != nil && !svc.Limiter.Allow() {
+		return proxyerr.New(proxyerr.RateLimited, "rate limit of "+svc.Key+" exceeded")
+	}
+	return nil
+}
+
+// choose picks the target (split) and asks its circuit breaker; on
+// success the breaker is owed a Done (see finish).
+func (h *Handler) choose(x *exchange, route *runtime.Route, method, path string, hdr http.Header) (*runtime.Target, error) {
 	t := route.Choose(method, path, hdr)
 	x.target = t
 	if t.Pool.Len() == 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/trellis-mesh/trellis/node-proxy/forward"
 	"github.com/trellis-mesh/trellis/node-proxy/httpproxy"
 	"github.com/trellis-mesh/trellis/node-proxy/l4"
+	"github.com/trellis-mesh/trellis/node-proxy/plugin"
 	"github.com/trellis-mesh/trellis/node-proxy/resilience"
 	"github.com/trellis-mesh/trellis/node-proxy/runtime"
 	"github.com/trellis-mesh/trellis/node-proxy/telemetry"
@@ -77,6 +78,7 @@ type Proxy struct {
 	holder  runtime.Holder
 	fwd     *forward.Direct
 	handler *httpproxy.Handler
+	plugins *plugin.Env
 
 	mu       sync.Mutex // serialises Apply and shutdown
 	httpPort int32
@@ -125,6 +127,10 @@ func New(o Options) *Proxy {
 	p.retireCtx, p.retireCancel = context.WithCancel(context.Background())
 	p.fwd = forward.NewDirect(o.Forward)
 	p.handler = httpproxy.New(&p.holder, p.fwd, p.metrics, p.log, o.AccessLog, o.HTTPHandler)
+	p.plugins = &plugin.Env{Log: o.Log.Named("plugin"), Metrics: plugin.NewMetrics()}
+	for _, c := range p.plugins.Metrics.Collectors() {
+		p.metrics.Registry.MustRegister(c)
+	}
 	return p
 }
 
@@ -143,6 +149,7 @@ func (p *Proxy) HTTPAddr() net.Addr {
 
 func (p *Proxy) hooks() runtime.Hooks {
 	return runtime.Hooks{
+		Plugins: p.plugins,
 		OnEject: func(t *runtime.Target, e *balance.Endpoint, d time.Duration) {
 			p.metrics.Ejections.WithLabelValues(t.Service.Namespace, t.Service.Name).Inc()
 			p.log.Warn("endpoint ejected", zap.String("service", t.Service.Key), zap.String("endpoint", e.HostPort), zap.Duration("for", d))
@@ -313,6 +320,21 @@ func (p *Proxy) retire(stop func(context.Context)) {
 		stop(ctx)
 	}()
 }
+
+// PluginErrors lists the served config's plugins that failed to load.
+func (p *Proxy) PluginErrors() []string {
+	rt := p.holder.Load()
+	if rt == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range rt.PluginErrors() {
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+var _ admin.PluginState = (*Proxy)(nil)
 
 // Ready implements admin.State.
 func (p *Proxy) Ready() string {
