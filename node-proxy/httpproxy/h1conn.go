@@ -15,8 +15,6 @@ import (
 	"time"
 	"unsafe"
 
-	"go.uber.org/zap"
-
 	"github.com/trellis-mesh/trellis/node-proxy/config"
 	"github.com/trellis-mesh/trellis/node-proxy/forward"
 	"github.com/trellis-mesh/trellis/node-proxy/proxyerr"
@@ -306,7 +304,7 @@ func (hc *h1conn) serveRequest() (nx next) {
 	defer func() {
 		if v := recover(); v != nil {
 			h.m.Panics.Inc()
-			h.log.Error("panic serving request", zap.Any("panic", v), zap.String("host", x.host), zap.Stack("stack"))
+			h.logPanic(v, x.host)
 			x.class, x.reason = proxyerr.Internal, "internal error"
 			if !x.wrote {
 				hc.ew.reset(hc)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/trellis-mesh/trellis/node-proxy/balance"
 	"github.com/trellis-mesh/trellis/node-proxy/config"
@@ -62,9 +63,19 @@ type Handler struct {
 	access *zap.Logger
 	spans  SpanSink
 	opts   Options
+	// panics rate-limits the log of recovered panics (a bug hit by every
+	// request must not flood the log; Metrics.Panics counts them all).
+	panics rate.Sometimes
 }
 
 var _ http.Handler = (*Handler)(nil)
+
+// logPanic logs a recovered panic: the first five, then one per 200ms.
+func (h *Handler) logPanic(v any, host string) {
+	h.panics.Do(func() {
+		h.log.Error("panic serving request", zap.Any("panic", v), zap.String("host", host), zap.Stack("stack"))
+	})
+}
 
 // New returns the HTTP data-path handler.
 func New(rt *runtime.Holder, fwd forward.HTTP, m *telemetry.Metrics, log, access *zap.Logger, o Options) *Handler {
@@ -74,7 +85,8 @@ func New(rt *runtime.Holder, fwd forward.HTTP, m *telemetry.Metrics, log, access
 	if access == nil {
 		access = zap.NewNop()
 	}
-	return &Handler{rt: rt, fwd: fwd, m: m, log: log, access: access, spans: o.Spans, opts: o}
+	return &Handler{rt: rt, fwd: fwd, m: m, log: log, access: access, spans: o.Spans, opts: o,
+		panics: rate.Sometimes{First: 5, Interval: 200 * time.Millisecond}}
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -112,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				panic(v)
 			}
 			h.m.Panics.Inc()
-			h.log.Error("panic serving request", zap.Any("panic", v), zap.String("host", r.Host), zap.Stack("stack"))
+			h.logPanic(v, r.Host)
 			x.class, x.reason = proxyerr.Internal, "internal error"
 			if x.wrote {
 				h.finish(&x)
