@@ -189,7 +189,8 @@ func run(ctx context.Context, args []string, reload <-chan struct{}, stderr io.W
 		log.Error("config reload failed; still serving the previous config", zap.Error(err))
 	}}
 	if f.controller != "" {
-		src = &source.Stream{URL: f.controller, TokenFile: f.tokenFile, CAFile: f.controllerCA, OnEvent: streamLogger(log)}
+		src = &source.Stream{URL: f.controller, TokenFile: f.tokenFile, CAFile: f.controllerCA, OnEvent: streamLogger(log),
+			PluginErrors: p.PluginLoadErrors}
 	}
 	log.Info("trellis-proxy starting", zap.String("config", f.configFile), zap.String("controller", f.controller), zap.String("node", f.node),
 		zap.String("admin", f.adminAddr), zap.String("otlp_endpoint", f.otlpEndpoint), zap.Float64("trace_sample_ratio", f.traceRatio))

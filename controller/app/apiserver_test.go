@@ -332,8 +332,13 @@ func TestController(t *testing.T) {
 	var events []source.StreamEvent
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
+	// This proxy cannot load the headers plugin (plugins compile on the
+	// proxies): it says so in its acks.
 	st := &source.Stream{URL: "http://" + follower.serve, TokenFile: tokFile, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
-		OnEvent: func(e source.StreamEvent) { mu.Lock(); events = append(events, e); mu.Unlock() }}
+		OnEvent: func(e source.StreamEvent) { mu.Lock(); events = append(events, e); mu.Unlock() },
+		PluginErrors: func() map[string]string {
+			return map[string]string{"shop/headers": `headers.go:3: import "os/exec" is not allowed`}
+		}}
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
@@ -492,6 +497,16 @@ func TestController(t *testing.T) {
 			}
 		}
 		return fmt.Sprintf("%d events, none naming the ConfigMap", len(evs.Items))
+	})
+
+	poll(t, "an Event on the MeshPlugin with the load error its proxy reported", 20*time.Second, func() string {
+		evs := must(kube.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=headers"}))
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "MeshPlugin" && strings.Contains(e.Message, "could not load it") && strings.Contains(e.Message, `"os/exec" is not allowed`) {
+				return ""
+			}
+		}
+		return fmt.Sprintf("%d events on headers, none with the proxy's load error", len(evs.Items))
 	})
 
 	// --- fail-over: stop the leader; the follower takes over, its stream stays up.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,6 +206,9 @@ func New(o Options) (*Controller, error) {
 		Metrics:             serve.NewMetrics(o.Registry),
 		Log:                 o.Log.Named("serve"),
 		Replica:             o.Identity,
+		// Plugins compile on the proxies: their load errors come back in
+		// acks and become problems (Events, metric) at the next rebuild.
+		OnPluginErrors: func() { c.deb.Nudge() },
 		Debug: map[string]func(*http.Request) (any, error){
 			"problems": func(*http.Request) (any, error) { return c.rep.Problems(), nil },
 			"state":    func(*http.Request) (any, error) { return c.state(), nil },
@@ -491,8 +495,13 @@ func (c *Controller) rebuild(ctx context.Context, since time.Time) {
 	c.m.lag.Observe(time.Since(since).Seconds())
 
 	problems := append(append(append([]smi.Problem(nil), top.Problems...), shadowProblems...), res.Problems...)
+	observed := c.pluginProblems(res)
+	problems = append(problems, observed...)
 	leading := c.leading.Load()
 	c.rep.Update(problems, lookup(snap), leading)
+	if !leading {
+		c.rep.Observe(observed, lookup(snap))
+	}
 	if !leading {
 		return
 	}
@@ -513,6 +522,33 @@ func (c *Controller) rebuild(ctx context.Context, since time.Time) {
 	if c.s.CoreDNS.Enabled {
 		c.syncCoreDNS(ctx, snap)
 	}
+}
+
+// pluginProblems turns the plugin load errors proxies reported into
+// problems on the MeshPlugins, for plugins still in the config.
+func (c *Controller) pluginProblems(res *compile.Result) []smi.Problem {
+	reported := c.srv.PluginErrors()
+	if len(reported) == 0 {
+		return nil
+	}
+	current := map[string]bool{}
+	if nodes := res.Nodes(); len(nodes) > 0 { // every node carries the same plugins
+		for _, p := range res.Node(nodes[0]).Header().Plugins {
+			current[p.Name] = true
+		}
+	}
+	var out []smi.Problem
+	for name, e := range reported {
+		if !current[name] {
+			continue
+		}
+		ns, n, _ := strings.Cut(name, "/")
+		out = append(out, smi.Problem{Severity: smi.Error, Object: smi.Ref{Kind: topology.PluginKind, Namespace: ns, Name: n},
+			Message: "the proxy on " + e.Node + " could not load it: " + e.Error,
+			Fix:     "fix the plugin source in its ConfigMap (or spec.config); its Services apply spec.failurePolicy meanwhile"})
+	}
+	smi.SortProblems(out)
+	return out
 }
 
 func (c *Controller) updateDNS(top *topology.Topology, existing []*corev1.Service) {

@@ -26,9 +26,10 @@ type Reporter struct {
 	Recorder record.EventRecorder
 	gauge    *prometheus.GaugeVec
 
-	mu      sync.Mutex
-	current []smi.Problem
-	emitted map[string]bool
+	mu       sync.Mutex
+	current  []smi.Problem
+	emitted  map[string]bool
+	observed map[string]bool // emitted by Observe
 }
 
 // New registers trellis_config_errors with reg (nil: not registered).
@@ -40,7 +41,45 @@ func New(rec record.EventRecorder, reg prometheus.Registerer) *Reporter {
 	if reg != nil {
 		reg.MustRegister(g)
 	}
-	return &Reporter{Recorder: rec, gauge: g, emitted: map[string]bool{}}
+	return &Reporter{Recorder: rec, gauge: g, emitted: map[string]bool{}, observed: map[string]bool{}}
+}
+
+// Observe emits, on any replica, Events for problems this replica observed
+// itself (what the proxies connected to it reported), each once while it
+// lasts. Problems found in the cluster's objects are the leader's to
+// report (Update); an observation is only this replica's to make.
+func (r *Reporter) Observe(ps []smi.Problem, lookup Lookup) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := map[string]bool{}
+	for _, p := range ps {
+		key := string(p.Severity) + " " + p.String()
+		now[key] = true
+		if !r.observed[key] {
+			r.emit(p, lookup)
+		}
+	}
+	r.observed = now
+}
+
+// emit records p as an Event on its object; r.mu is held.
+func (r *Reporter) emit(p smi.Problem, lookup Lookup) {
+	if r.Recorder == nil || lookup == nil {
+		return
+	}
+	obj := lookup(p.Object)
+	if obj == nil {
+		return
+	}
+	reason, typ := ReasonWarning, corev1.EventTypeWarning
+	if p.Severity == smi.Error {
+		reason = ReasonInvalid
+	}
+	msg := p.String()
+	if len(msg) > 1000 {
+		msg = msg[:997] + "..."
+	}
+	r.Recorder.Event(obj, typ, reason, msg)
 }
 
 // Update replaces the current problems. With emit (the leader), each
@@ -63,22 +102,9 @@ func (r *Reporter) Update(ps []smi.Problem, lookup Lookup, emit bool) {
 	for _, p := range ps {
 		key := string(p.Severity) + " " + p.String()
 		now[key] = true
-		if r.emitted[key] || r.Recorder == nil || lookup == nil {
-			continue
+		if !r.emitted[key] {
+			r.emit(p, lookup)
 		}
-		obj := lookup(p.Object)
-		if obj == nil {
-			continue
-		}
-		reason, typ := ReasonWarning, corev1.EventTypeWarning
-		if p.Severity == smi.Error {
-			reason = ReasonInvalid
-		}
-		msg := p.String()
-		if len(msg) > 1000 {
-			msg = msg[:997] + "..."
-		}
-		r.Recorder.Event(obj, typ, reason, msg)
 	}
 	r.emitted = now
 }

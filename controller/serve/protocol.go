@@ -48,6 +48,15 @@ type Ack struct {
 	Version string `json:"version"`
 	Applied bool   `json:"applied"`
 	Error   string `json:"error,omitempty"`
+	// Plugins are the plugins of an applied version that the proxy could
+	// not load (they compile on the proxy), for Events on their objects.
+	Plugins []PluginError `json:"plugins,omitempty"`
+}
+
+// PluginError is one plugin a proxy could not load.
+type PluginError struct {
+	Name  string `json:"name"` // config.Plugin.Name: "namespace/name" of the MeshPlugin
+	Error string `json:"error"`
 }
 
 func writeSnapshot(w io.Writer, n *compile.Node) error {

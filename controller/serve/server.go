@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -44,6 +45,9 @@ type Options struct {
 	Log     *zap.Logger
 	// Replica names this controller replica in logs and the debug view.
 	Replica string
+	// OnPluginErrors, when set, is called (without locks held) when a
+	// proxy's ack changes the plugins it reports it could not load.
+	OnPluginErrors func()
 }
 
 // Server serves config streams, acks, health and the debug API.
@@ -67,6 +71,8 @@ type streamState struct {
 	AckVersion  string    `json:"ackVersion,omitempty"`
 	AckApplied  bool      `json:"ackApplied"`
 	AckError    string    `json:"ackError,omitempty"`
+	// AckPlugins are the plugins the proxy could not load in AckVersion.
+	AckPlugins []PluginError `json:"ackPlugins,omitempty"`
 }
 
 // Metrics of the serve stage.
@@ -411,6 +417,14 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
 	if len(a.Error) > 4096 {
 		a.Error = a.Error[:4096]
 	}
+	if len(a.Plugins) > 64 {
+		a.Plugins = a.Plugins[:64]
+	}
+	for i := range a.Plugins {
+		if len(a.Plugins[i].Error) > 2048 {
+			a.Plugins[i].Error = a.Plugins[i].Error[:2048]
+		}
+	}
 	result := "applied"
 	if !a.Applied {
 		result = "rejected"
@@ -418,13 +432,38 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.Acks.WithLabelValues(result).Inc()
 	s.mu.Lock()
+	changed := false
 	for _, st := range s.live {
 		if st.Node == node && st.Pod == pod {
-			st.AckVersion, st.AckApplied, st.AckError = a.Version, a.Applied, a.Error
+			changed = changed || !reflect.DeepEqual(st.AckPlugins, a.Plugins)
+			st.AckVersion, st.AckApplied, st.AckError, st.AckPlugins = a.Version, a.Applied, a.Error, a.Plugins
 		}
 	}
 	s.mu.Unlock()
+	if changed && s.o.OnPluginErrors != nil {
+		s.o.OnPluginErrors()
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// ReportedPluginError is a plugin load error and the node that reported it.
+type ReportedPluginError struct {
+	Node  string
+	Error string
+}
+
+// PluginErrors returns, by plugin name, the error a connected proxy
+// reported for it (the first by node name).
+func (s *Server) PluginErrors() map[string]ReportedPluginError {
+	out := map[string]ReportedPluginError{}
+	for _, st := range s.Streams() {
+		for _, pe := range st.AckPlugins {
+			if _, ok := out[pe.Name]; !ok {
+				out[pe.Name] = ReportedPluginError{Node: st.Node, Error: pe.Error}
+			}
+		}
+	}
+	return out
 }
 
 // Streams lists the open streams, by node then pod.

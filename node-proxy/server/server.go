@@ -336,6 +336,22 @@ func (p *Proxy) PluginErrors() []string {
 
 var _ admin.PluginState = (*Proxy)(nil)
 
+// PluginLoadErrors maps each plugin of the served config that failed to
+// load to its error (for the controller's ack).
+func (p *Proxy) PluginLoadErrors() map[string]string {
+	rt := p.holder.Load()
+	if rt == nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, e := range rt.PluginErrors() {
+		if _, ok := out[e.Plugin]; !ok {
+			out[e.Plugin] = e.Error()
+		}
+	}
+	return out
+}
+
 // Ready implements admin.State.
 func (p *Proxy) Ready() string {
 	switch {

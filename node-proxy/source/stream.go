@@ -57,6 +57,10 @@ type Stream struct {
 	DialTimeout, HeaderTimeout time.Duration
 	// NoAck disables reporting applied/rejected versions to the controller.
 	NoAck bool
+	// PluginErrors, when set, returns the plugins of the applied config
+	// that could not be loaded (name -> error); they are reported with the
+	// ack, so the controller can put an Event on the plugin's object.
+	PluginErrors func() map[string]string
 	// OnEvent, when set, is told about connections, frames and failures
 	// (for logs). It must not block.
 	OnEvent func(StreamEvent)
@@ -541,6 +545,19 @@ func (s *Stream) ack(ctx context.Context, base string, hc *http.Client, version 
 	a := map[string]any{"version": version, "applied": applyErr == nil}
 	if applyErr != nil {
 		a["error"] = applyErr.Error()
+	} else if s.PluginErrors != nil {
+		type pluginError struct {
+			Name  string `json:"name"`
+			Error string `json:"error"`
+		}
+		var ps []pluginError
+		for name, e := range s.PluginErrors() {
+			ps = append(ps, pluginError{name, e})
+		}
+		sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+		if len(ps) > 0 {
+			a["plugins"] = ps
+		}
 	}
 	body, _ := json.Marshal(a)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
