@@ -2,19 +2,25 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/trellis-mesh/trellis/node-proxy/config"
 	"github.com/trellis-mesh/trellis/node-proxy/httpproxy"
+	"github.com/trellis-mesh/trellis/node-proxy/plugin"
 	"github.com/trellis-mesh/trellis/node-proxy/server"
 	"github.com/trellis-mesh/trellis/node-proxy/source"
 	"github.com/trellis-mesh/trellis/node-proxy/telemetry"
@@ -64,6 +70,60 @@ type flags struct {
 	fastPath         bool
 	otlpEndpoint     string
 	traceRatio       float64
+	pluginDirs       pluginDirs
+}
+
+// pluginDirs is --plugin-dir NAME=DIR, repeated: plugins whose source is
+// read from a development directory instead of the config file.
+type pluginDirs map[string]string
+
+func (p pluginDirs) String() string { return fmt.Sprint(map[string]string(p)) }
+
+func (p pluginDirs) Set(v string) error {
+	name, dir, ok := strings.Cut(v, "=")
+	if !ok || name == "" || dir == "" {
+		return fmt.Errorf("want NAME=DIR (a plugin's name in the config, and the directory of its module), got %q", v)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("%s: not a directory", dir)
+	}
+	p[name] = dir
+	return nil
+}
+
+// fill gives each named plugin of c the .go files of its directory and a
+// version that changes with them (a SIGHUP then reloads an edited plugin).
+func (p pluginDirs) fill(c *config.Config) error {
+	found := map[string]bool{}
+	for i := range c.Plugins {
+		pl := &c.Plugins[i]
+		dir, ok := p[pl.Name]
+		if !ok {
+			continue
+		}
+		found[pl.Name] = true
+		files, err := plugin.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("--plugin-dir %s=%s: %w", pl.Name, dir, err)
+		}
+		pl.Files = files
+		h := sha256.New()
+		names := make([]string, 0, len(files))
+		for n := range files {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(h, "%d:%s%d:%s", len(n), n, len(files[n]), files[n])
+		}
+		pl.Version = "dir-" + hex.EncodeToString(h.Sum(nil))[:16]
+	}
+	for name := range p {
+		if !found[name] {
+			return fmt.Errorf("--plugin-dir %s: the config has no plugin of that name", name)
+		}
+	}
+	return nil
 }
 
 func parse(args []string, stderr io.Writer) (*flags, error) {
@@ -71,6 +131,8 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	fs := flag.NewFlagSet("trellis-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.configFile, "config", "", "serve the config in this JSON file (re-read on SIGHUP)")
+	f.pluginDirs = pluginDirs{}
+	fs.Var(f.pluginDirs, "plugin-dir", "with --config, for plugin development: NAME=DIR reads plugin NAME's Go files from DIR (re-read on SIGHUP); repeatable")
 	fs.StringVar(&f.controller, "controller", "", "receive configs from the controller at this URL, e.g. http://trellis-controller.trellis-system.svc:9000")
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "ServiceAccount token presented to the controller (re-read on every connection)")
 	fs.StringVar(&f.controllerCA, "controller-ca", "", "CA bundle for an https:// --controller (default: system roots)")
@@ -102,6 +164,9 @@ func parse(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if (f.configFile == "") == (f.controller == "") {
 		return nil, errors.New("--config or --controller: pass exactly one (a static config JSON file, or the controller URL)")
+	}
+	if len(f.pluginDirs) > 0 && f.configFile == "" {
+		return nil, errors.New("--plugin-dir: only with --config (with --controller, plugins come from MeshPlugins)")
 	}
 	if f.httpPort < 0 || f.httpPort > 65535 {
 		return nil, fmt.Errorf("--http-port: must be 0-65535, got %d", f.httpPort)
@@ -187,7 +252,7 @@ func run(ctx context.Context, args []string, reload <-chan struct{}, stderr io.W
 	})
 	var src server.Source = &source.File{Path: f.configFile, Reload: reload, OnError: func(err error) {
 		log.Error("config reload failed; still serving the previous config", zap.Error(err))
-	}}
+	}, Prepare: f.pluginDirs.fill}
 	if f.controller != "" {
 		src = &source.Stream{URL: f.controller, TokenFile: f.tokenFile, CAFile: f.controllerCA, OnEvent: streamLogger(log),
 			PluginErrors: p.PluginLoadErrors}

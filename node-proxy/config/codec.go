@@ -78,10 +78,22 @@ func Decode(r io.Reader) (*Config, error) {
 // fix: at 1,000 services that keeps a load's garbage, and so the proxy's
 // memory peak at start and on reload, a few megabytes smaller.
 func DecodeBytes(data []byte) (*Config, error) {
+	return DecodeBytesWith(data, nil)
+}
+
+// DecodeBytesWith is DecodeBytes with a step between decoding and
+// validation: prepare may complete the config (the proxy fills a plugin's
+// files from a development directory) and may refuse it.
+func DecodeBytesWith(data []byte, prepare func(*Config) error) (*Config, error) {
 	var c Config
 	strict, err := kjson.UnmarshalStrict(data, &c, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
 	if err != nil || len(strict) > 0 {
 		return nil, explain(data, errors.Join(append(strict, err)...))
+	}
+	if prepare != nil {
+		if err := prepare(&c); err != nil {
+			return nil, err
+		}
 	}
 	if c.Version == "" {
 		c.Version = c.Hash()
@@ -123,6 +135,11 @@ func careful(data []byte) error {
 
 // LoadFile decodes and validates the config at path.
 func LoadFile(path string) (*Config, error) {
+	return LoadFileWith(path, nil)
+}
+
+// LoadFileWith is LoadFile with DecodeBytesWith's prepare step.
+func LoadFileWith(path string, prepare func(*Config) error) (*Config, error) {
 	// Read in one allocation of the file's size (io.ReadAll would double
 	// its way up, leaving garbage of about the file's size).
 	if st, err := os.Stat(path); err == nil && st.Size() > MaxSize {
@@ -132,7 +149,7 @@ func LoadFile(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
-	c, err := DecodeBytes(data)
+	c, err := DecodeBytesWith(data, prepare)
 	if err != nil {
 		return nil, fmt.Errorf("config file %s: %w", path, err)
 	}

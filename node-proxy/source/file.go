@@ -16,11 +16,14 @@ type File struct {
 	Reload <-chan struct{}
 	// OnError is told about reload failures (nil: ignored).
 	OnError func(error)
+	// Prepare, when set, completes each loaded config before it is
+	// validated (see config.DecodeBytesWith).
+	Prepare func(*config.Config) error
 }
 
 // Run loads the file, hands it to apply, and repeats on Reload until ctx ends.
 func (f *File) Run(ctx context.Context, apply func(context.Context, *config.Config) error) error {
-	c, err := config.LoadFile(f.Path)
+	c, err := config.LoadFileWith(f.Path, f.Prepare)
 	if err != nil {
 		return err
 	}
@@ -32,7 +35,7 @@ func (f *File) Run(ctx context.Context, apply func(context.Context, *config.Conf
 		case <-ctx.Done():
 			return nil
 		case <-f.Reload:
-			c, err := config.LoadFile(f.Path)
+			c, err := config.LoadFileWith(f.Path, f.Prepare)
 			if err == nil {
 				err = apply(ctx, c)
 			}
