@@ -218,6 +218,12 @@ func (f *fixture) playNamespaceController(ns string) <-chan []string {
 			if err == nil && n.DeletionTimestamp != nil {
 				var left []string
 				for _, o := range f.namespaceObjects(ns) {
+					if o.gvr.Resource == "events" {
+						// Events (about the shadow Services, say) are nobody's data;
+						// the namespace controller removes them with the namespace.
+						_ = f.dyn.Resource(o.gvr).Namespace(ns).Delete(f.ctx, o.name, metav1.DeleteOptions{})
+						continue
+					}
 					left = append(left, o.desc)
 					if o.name != "" {
 						if err := f.dyn.Resource(o.gvr).Namespace(ns).Delete(f.ctx, o.name, metav1.DeleteOptions{}); err != nil {
