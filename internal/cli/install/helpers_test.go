@@ -188,6 +188,12 @@ func (f *fixture) namespaceObjects(ns string) []nsObject {
 			if strings.Contains(r.Name, "/") || !hasVerb(r.Verbs, "list") {
 				continue
 			}
+			if r.Name == "events" {
+				// Events (the apiserver's about the shadow Services, say) are
+				// nobody's data, come and go on their own schedule, and leave
+				// with the namespace; uninstall ignores them too.
+				continue
+			}
 			items, err := f.dyn.Resource(gv.WithResource(r.Name)).Namespace(ns).List(f.ctx, metav1.ListOptions{})
 			if apierrors.IsNotFound(err) {
 				continue // a CRD deleted since discovery
@@ -218,12 +224,6 @@ func (f *fixture) playNamespaceController(ns string) <-chan []string {
 			if err == nil && n.DeletionTimestamp != nil {
 				var left []string
 				for _, o := range f.namespaceObjects(ns) {
-					if o.gvr.Resource == "events" {
-						// Events (about the shadow Services, say) are nobody's data;
-						// the namespace controller removes them with the namespace.
-						_ = f.dyn.Resource(o.gvr).Namespace(ns).Delete(f.ctx, o.name, metav1.DeleteOptions{})
-						continue
-					}
 					left = append(left, o.desc)
 					if o.name != "" {
 						if err := f.dyn.Resource(o.gvr).Namespace(ns).Delete(f.ctx, o.name, metav1.DeleteOptions{}); err != nil {
