@@ -751,6 +751,10 @@ func resilience(st annotations.ServiceSettings) config.Resilience {
 			}
 		}
 		r.Retries = rt
+	} else if st.Retry != nil {
+		// An explicit retry-attempts of 0 turns off even the proxy's
+		// default retry of connection failures.
+		r.Retries = &config.Retries{Attempts: 1}
 	}
 	if rl := st.RateLimit; rl != nil && rl.Average > 0 {
 		r.RateLimit = &config.RateLimit{RPS: float64(rl.Average), Burst: int32(min(rl.Burst, math.MaxInt32))}

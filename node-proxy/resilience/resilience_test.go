@@ -155,3 +155,40 @@ func TestBreakerRatio(t *testing.T) {
 		t.Fatal("nil breaker must admit")
 	}
 }
+
+// TestDefaultRetry: a Service without a retry policy retries an idempotent
+// request once after a connection failure, and nothing else.
+func TestDefaultRetry(t *testing.T) {
+	refused := dialErr(t)
+	cases := []struct {
+		name string
+		a    Attempt
+		want bool
+	}{
+		{"GET refused", Attempt{N: 1, Err: refused, Replayable: true, Idempotent: true}, true},
+		{"GET connect timeout", Attempt{N: 1, Err: context.DeadlineExceeded, Replayable: true, Idempotent: true}, true},
+		{"POST refused before sending", Attempt{N: 1, Err: refused, Replayable: true}, true},
+		{"GET 503 is an answer", Attempt{N: 1, Resp: &http.Response{StatusCode: 503}, Replayable: true, Idempotent: true}, false},
+		{"one retry only", Attempt{N: 2, Err: refused, Replayable: true, Idempotent: true}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := NewRetry(nil).Decide(context.Background(), tc.a); got != tc.want {
+				t.Fatalf("Decide = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// The default policy has its own budget per Service: retries stay
+	// within 20% of requests even when every request fails.
+	r := NewRetry(nil)
+	retried := 0
+	for range 1000 {
+		r.Budget.Deposit()
+		if ok, _ := r.Decide(context.Background(), Attempt{N: 1, Err: refused, Replayable: true, Idempotent: true}); ok {
+			retried++
+		}
+	}
+	if retried > 220 {
+		t.Fatalf("%d retries for 1000 failing requests; the budget is 20%%", retried)
+	}
+}

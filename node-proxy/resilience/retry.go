@@ -27,14 +27,19 @@ type Retry struct {
 	Budget  *Budget
 }
 
-// noRetry is the policy of every service without retries. It is
-// immutable (no budget), so all of them share it.
-var noRetry = &Retry{Attempts: 1}
-
-// NewRetry compiles cfg; nil means no retries (one attempt).
+// NewRetry compiles cfg. Without a retry policy (nil) a Service still
+// gets one: a second try, on another endpoint, of an idempotent request
+// whose connection failed (refused, reset, or a connect timeout) before an
+// answer, within a 20% retry budget. Such a failure says nothing about the
+// request, only about the endpoint (a pod going away, a node cut off), and
+// a client could not tell it from a failure of the Service. Statuses are
+// not retried unless configured.
 func NewRetry(cfg *config.Retries) *Retry {
 	if cfg == nil {
-		return noRetry
+		r := &Retry{Attempts: 2, MaxBodyBytes: 64 << 10, base: 25 * time.Millisecond, max: 250 * time.Millisecond,
+			Budget: NewBudget(0.2, 10), Backoff: ExponentialJitter}
+		r.Check = r.checkRetry
+		return r
 	}
 	r := &Retry{Attempts: 1}
 	r.Attempts = int(cfg.Attempts)

@@ -221,7 +221,7 @@ func Parse(namespace, name string, ann map[string]string) (Settings, []smi.Probl
 		case n < 0 || n > 10:
 			p.bad(src(RetryAttempts), "use 0 to 10", "%d is out of range", n)
 			delete(p.from, RetryAttempts)
-		case n > 0:
+		default: // 0 is kept: it turns off the proxy's default retry too
 			s.Retry = &Retry{Attempts: n}
 		}
 	}
