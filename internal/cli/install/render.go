@@ -1,6 +1,8 @@
 package install
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"sort"
@@ -139,6 +141,7 @@ func render(o renderOptions) ([]*unstructured.Unstructured, error) {
 		}
 		out = append(out, objs...)
 	}
+	settingsText := ""
 	for _, u := range out {
 		switch u.GetKind() {
 		case "Deployment", "DaemonSet":
@@ -164,11 +167,27 @@ func render(o renderOptions) ([]*unstructured.Unstructured, error) {
 			if err := unstructured.SetNestedField(u.Object, text, "data", settingsKey); err != nil {
 				return nil, err
 			}
+			settingsText = text
+		}
+	}
+	// The controller reads its settings at start: a settings change (install
+	// --acl on an existing install) must roll its pods, so the pod template
+	// carries a hash of them.
+	sum := sha256.Sum256([]byte(settingsText))
+	for _, u := range out {
+		if u.GetKind() == "Deployment" && u.GetName() == controllerName {
+			if err := unstructured.SetNestedField(u.Object, hex.EncodeToString(sum[:8]), "spec", "template", "metadata", "annotations", SettingsHashAnnotation); err != nil {
+				return nil, err
+			}
 		}
 	}
 	sortForApply(out)
 	return out, nil
 }
+
+// SettingsHashAnnotation on the controller's pod template is a hash of its
+// settings, so that changing them rolls the controller.
+const SettingsHashAnnotation = "trellis.io/settings-hash"
 
 // setImages rewrites every container image REGISTRY/NAME:TAG of a
 // workload, keeping NAME.
