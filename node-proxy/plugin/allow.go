@@ -9,7 +9,8 @@ import (
 	"sync"
 
 	"github.com/traefik/yaegi/interp"
-	"github.com/traefik/yaegi/stdlib"
+
+	"github.com/trellis-mesh/trellis/node-proxy/plugin/symbols"
 )
 
 // The allow-list: the standard-library packages a plugin may import. A
@@ -206,12 +207,31 @@ func checkSymbol(pkg, sym string) string {
 	return ""
 }
 
-// baseSymbols is stdlib.Symbols restricted to the allow-list, computed
-// once. Its variables are still the process's own: bind copies them per
-// interpreter.
-var baseSymbols = sync.OnceValue(func() interp.Exports {
+// baseSymbols is the symbol tables of the allowed packages (package
+// symbols, generated for exactly the allow-list) without the symbols the
+// rules deny. It is built on the first plugin load, once: a proxy without
+// plugins never runs the code that builds the tables. Its variables are
+// still the process's own: privateVars copies them per interpreter.
+var baseSymbols = sync.OnceValue(buildSymbols)
+
+func buildSymbols() interp.Exports {
+	out := allowedSymbols(symbols.Build())
+	out[fmtKey] = out["fmt/fmt"]
+	delete(out, "fmt/fmt")
+	return out
+}
+
+// fmtKey is the key of package fmt in the tables given to the
+// interpreter. yaegi takes a key's directory as the import path and its
+// last element as the package name, so this is package fmt; but it is not
+// "fmt/fmt", the key that makes yaegi's Use also compile the generic
+// packages into every interpreter (see Program.overrides).
+const fmtKey = "fmt/./fmt"
+
+// allowedSymbols drops from all what the allow-list does not allow.
+func allowedSymbols(all symbols.Table) interp.Exports {
 	out := interp.Exports{}
-	for key, syms := range stdlib.Symbols {
+	for key, syms := range all {
 		pkg := strings.TrimSuffix(key, "/"+pathBase(key))
 		if key == "." {
 			out[key] = syms // wrappers for composed interfaces, no symbols
@@ -231,7 +251,7 @@ var baseSymbols = sync.OnceValue(func() interp.Exports {
 		out[key] = m
 	}
 	return out
-})
+}
 
 func pathBase(key string) string {
 	if i := strings.LastIndexByte(key, '/'); i >= 0 {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/traefik/yaegi/interp"
+	"github.com/traefik/yaegi/stdlib/generic"
 	"go.uber.org/zap"
 
 	"github.com/trellis-mesh/trellis/node-proxy/config"
@@ -183,18 +184,26 @@ func (prog *Program) load(p *config.Plugin) *failure {
 	}
 	prog.pkg = src.pkgName
 	out := &logWriter{log: prog.env.Log.With(zap.String("plugin", p.Name)), prefix: "src/" + p.Module + "/"}
+	stdin := strings.NewReader("")
 	i := interp.New(interp.Options{
 		GoPath:               ".",
 		SourcecodeFilesystem: newMemFS(src),
-		Stdin:                strings.NewReader(""),
+		Stdin:                stdin,
 		Stdout:               out,
 		Stderr:               out,
 		Args:                 []string{p.Name},
 		Env:                  []string{},
 	})
-	for _, syms := range []interp.Exports{baseSymbols(), composedWrappers(), privateVars(), prog.overrides(out)} {
+	for _, syms := range []interp.Exports{baseSymbols(), composedWrappers(), privateVars(), prog.overrides(stdin, out)} {
 		if err := i.Use(syms); err != nil {
 			return &failure{phase: PhaseCompile, err: fmt.Errorf("loading the standard library: %w", err)}
+		}
+	}
+	if src.generics {
+		for _, s := range generic.Sources {
+			if _, err := i.Compile(s); err != nil {
+				return &failure{phase: PhaseCompile, err: fmt.Errorf("loading the generic packages cmp, maps and slices: %w", err)}
+			}
 		}
 	}
 
@@ -428,10 +437,17 @@ func (prog *Program) recovered(where string, v any) {
 
 // overrides are the symbols each interpreter gets instead of the
 // standard library's: the go-statement helper, callbacks that run on
-// goroutines of their own under a recover, a log.Default of its own, and
-// request bodies guarded when the plugin supplies an interpreted reader.
-func (prog *Program) overrides(stderr io.Writer) interp.Exports {
-	own := log.New(stderr, "", log.LstdFlags)
+// goroutines of their own under a recover, fmt's and log's printing and
+// scanning on the plugin's own stdout and stdin (one *log.Logger of its own
+// behind log's functions and log.Default; Fatal* panic), and request
+// bodies guarded when the plugin supplies an interpreted reader.
+//
+// yaegi's Use redirects fmt and log itself when given the table of fmt
+// under "fmt/fmt", but then also compiles the generic packages into the
+// interpreter; the tables name fmt otherwise (fmtKey), and the loader
+// compiles those packages only for plugins importing them.
+func (prog *Program) overrides(stdin io.Reader, stdout io.Writer) interp.Exports {
+	own := log.New(stdout, "", log.LstdFlags)
 	guard := func(where string, f func()) func() {
 		return func() {
 			defer func() {
@@ -448,12 +464,46 @@ func (prog *Program) overrides(stderr io.Writer) interp.Exports {
 		}
 		return &safeReader{r: r, prog: prog}
 	}
+	fmtSyms := map[string]reflect.Value{
+		"Print":   reflect.ValueOf(func(a ...any) (int, error) { return fmt.Fprint(stdout, a...) }),
+		"Printf":  reflect.ValueOf(func(f string, a ...any) (int, error) { return fmt.Fprintf(stdout, f, a...) }),
+		"Println": reflect.ValueOf(func(a ...any) (int, error) { return fmt.Fprintln(stdout, a...) }),
+		"Scan":    reflect.ValueOf(func(a ...any) (int, error) { return fmt.Fscan(stdin, a...) }),
+		"Scanf":   reflect.ValueOf(func(f string, a ...any) (int, error) { return fmt.Fscanf(stdin, f, a...) }),
+		"Scanln":  reflect.ValueOf(func(a ...any) (int, error) { return fmt.Fscanln(stdin, a...) }),
+	}
+	logSyms := map[string]reflect.Value{
+		"Default": reflect.ValueOf(func() *log.Logger { return own }),
+		"Fatal":   reflect.ValueOf(own.Panic), "Fatalf": reflect.ValueOf(own.Panicf), "Fatalln": reflect.ValueOf(own.Panicln),
+		"Panic": reflect.ValueOf(own.Panic), "Panicf": reflect.ValueOf(own.Panicf), "Panicln": reflect.ValueOf(own.Panicln),
+		"Print": reflect.ValueOf(own.Print), "Printf": reflect.ValueOf(own.Printf), "Println": reflect.ValueOf(own.Println),
+		"Flags": reflect.ValueOf(own.Flags), "SetFlags": reflect.ValueOf(own.SetFlags),
+		"Prefix": reflect.ValueOf(own.Prefix), "SetPrefix": reflect.ValueOf(own.SetPrefix),
+		"Writer": reflect.ValueOf(own.Writer), "SetOutput": reflect.ValueOf(own.SetOutput),
+		"Output": reflect.ValueOf(own.Output),
+	}
+	// Arguments that are interpreted values keep their String and Format
+	// methods (and fmt.Scanner for scanning), as with the real functions.
+	formatting := []reflect.Type{reflect.TypeFor[fmt.Formatter](), reflect.TypeFor[fmt.Stringer]()}
+	mapTypes := map[reflect.Value][]reflect.Type{}
+	for name, v := range fmtSyms {
+		if strings.HasPrefix(name, "Scan") {
+			mapTypes[v] = []reflect.Type{reflect.TypeFor[fmt.Scanner]()}
+		} else {
+			mapTypes[v] = formatting
+		}
+	}
+	for _, name := range []string{"Fatal", "Fatalf", "Fatalln", "Panic", "Panicf", "Panicln", "Print", "Printf", "Println"} {
+		mapTypes[logSyms[name]] = formatting
+	}
 	return interp.Exports{
 		rtPath + "/pluginrt": {
 			"Go":       reflect.ValueOf(func(fn any, args ...any) { prog.run(fn, args, false) }),
 			"GoSpread": reflect.ValueOf(func(fn any, args ...any) { prog.run(fn, args, true) }),
 		},
-		"log/log": {"Default": reflect.ValueOf(func() *log.Logger { return own })},
+		".":       {"MapTypes": reflect.ValueOf(mapTypes)},
+		fmtKey:    fmtSyms,
+		"log/log": logSyms,
 		"time/time": {"AfterFunc": reflect.ValueOf(func(d time.Duration, f func()) *time.Timer {
 			return time.AfterFunc(d, guard("time.AfterFunc", f))
 		})},

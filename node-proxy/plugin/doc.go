@@ -11,7 +11,10 @@
 // (allow.go), the plugin's own module and its vendor/ directory may be
 // imported, and go statements are rewritten to run under a recover. Each
 // interpreter gets its own copy of package variables and its own HTTP
-// client, so a plugin cannot swap what the proxy uses.
+// client, so a plugin cannot swap what the proxy uses. The interpreter sees
+// the allowed packages through tables generated for exactly the allow-list
+// (package symbols), built on the first plugin load: a proxy without
+// plugins never runs or pages in that code.
 //
 // Set.Chains instantiates a Service's plugins, once per runtime (reused
 // while unchanged), as one Chain per stage. Chain.Serve runs a request
@@ -22,6 +25,9 @@
 // refuses the Service with 503, by its failure policy (Decide).
 //
 // Stage: config → middleware (plugins), used by runtime and the HTTP
-// listener. Imports: node-proxy/config, node-proxy/proxyerr, yaegi,
-// prometheus client_golang, zap, the standard library.
+// listener. Imports: node-proxy/config, node-proxy/proxyerr,
+// node-proxy/plugin/symbols, yaegi's interp and stdlib/generic (the source
+// of cmp, maps and slices, compiled only into plugins importing them), never
+// yaegi's stdlib package; prometheus client_golang, zap, the standard
+// library.
 package plugin

@@ -35,6 +35,9 @@ type source struct {
 	pkgName string            // name of the package at the module root
 	files   map[string]string // module-relative path → source as compiled
 	key     string            // content hash of module and files
+	// generics is set when a file imports cmp, maps or slices, which the
+	// interpreter compiles from source (yaegi's stdlib/generic).
+	generics bool
 }
 
 // contentKey hashes what compiling depends on: the module path and the
@@ -130,6 +133,12 @@ func prepare(p *config.Plugin) (*source, error) {
 	}
 	for _, pf := range all {
 		src.files[pf.name] = rewriteGo(fset, pf.f, p.Files[pf.name])
+		for _, is := range pf.f.Imports {
+			switch is.Path.Value {
+			case `"cmp"`, `"maps"`, `"slices"`:
+				src.generics = true
+			}
+		}
 	}
 	return src, nil
 }
