@@ -5,6 +5,7 @@
 //	whoami [--http :8080] [--tcp :9000] [--udp :9001] [--name NAME]
 //	whoami --grpc-check ADDR [--authority HOST]   (a gRPC health-check client)
 //	whoami --load URL [--qps N] [--duration D] [--host H]   (a constant-rate client)
+//	whoami --raw HOST:PORT [--raw-wait D] [--raw-slow] < request   (raw TCP probes)
 //
 // gRPC: the standard health service; every response carries the headers
 // x-whoami (the name) and x-remote (the source address it saw).
@@ -46,7 +47,17 @@ func main() {
 	flag.Float64Var(&lo.qps, "qps", 50, "with --load: requests per second (open loop)")
 	flag.DurationVar(&lo.duration, "duration", 10*time.Second, "with --load: how long to send (SIGTERM stops early and reports)")
 	flag.DurationVar(&lo.timeout, "timeout", 3*time.Second, "with --load: per-request timeout")
+	raw := flag.String("raw", "", "act as a client: send stdin to this HOST:PORT over TCP, print the answer and whether the server closed the connection")
+	rawWait := flag.Duration("raw-wait", 5*time.Second, "with --raw: how long to wait for the server")
+	rawSlow := flag.Bool("raw-slow", false, "with --raw: send one byte a second (slowloris)")
 	flag.Parse()
+	if *raw != "" {
+		if err := runRaw(*raw, *rawWait, *rawSlow, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "whoami:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if lo.url != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		err := runLoad(ctx, lo, os.Stdout)
