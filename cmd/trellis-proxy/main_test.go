@@ -93,31 +93,43 @@ func TestServesStaticFileAndReloadsOnSignal(t *testing.T) {
 		done <- run(ctx, []string{"--config", path, "--node", "n1", "--bind", "127.0.0.1", "--admin-addr", "127.0.0.1:" + strconv.Itoa(freePort(t)),
 			"--drain-period", "0s", "--access-log=false", "--log-level", "error"}, reload, io.Discard)
 	}()
-	get := func() string {
-		req, _ := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(httpPort)+"/", nil)
-		req.Host = "svc.ns.mesh"
-		resp, err := (&http.Client{Timeout: time.Second}).Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
-	waitFor := func(want string) {
-		deadline := time.Now().Add(5 * time.Second)
-		for got := get(); got != want; got = get() {
-			if time.Now().After(deadline) {
-				t.Fatalf("proxy answered %q, want %q", got, want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitFor("one")
+	waitAnswer(t, httpPort, "one", 5*time.Second)
 	write(path, two)
 	reload <- struct{}{}
-	waitFor("two")
+	waitAnswer(t, httpPort, "two", 5*time.Second)
 	cancel()
+	waitExit(t, done)
+}
+
+// getSvc asks the proxy on httpPort for svc.ns.mesh and returns the body
+// (or the error's text).
+func getSvc(httpPort int) string {
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(httpPort)+"/", nil)
+	req.Host = "svc.ns.mesh"
+	resp, err := (&http.Client{Timeout: time.Second}).Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// waitAnswer polls getSvc until it returns want, failing after timeout.
+func waitAnswer(t *testing.T, httpPort int, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for got := getSvc(httpPort); got != want; got = getSvc(httpPort) {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy answered %q, want %q", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitExit waits for run, cancelled, to return 0.
+func waitExit(t *testing.T, done <-chan int) {
+	t.Helper()
 	select {
 	case code := <-done:
 		if code != 0 {

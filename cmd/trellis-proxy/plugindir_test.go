@@ -80,41 +80,13 @@ func New(_ context.Context, next http.Handler, _ *Config, _ string) (http.Handle
 		done <- run(ctx, []string{"--config", path, "--plugin-dir", "ns/dev=" + dir, "--node", "n1", "--bind", "127.0.0.1",
 			"--admin-addr", "127.0.0.1:" + strconv.Itoa(freePort(t)), "--drain-period", "0s", "--access-log=false", "--log-level", "error"}, reload, io.Discard)
 	}()
-	get := func() string {
-		req, _ := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(httpPort)+"/", nil)
-		req.Host = "svc.ns.mesh"
-		resp, err := (&http.Client{Timeout: time.Second}).Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
-	waitFor := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for got := get(); got != want; got = get() {
-			if time.Now().After(deadline) {
-				t.Fatalf("proxy answered %q, want %q", got, want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitFor("saw v1")
+	waitAnswer(t, httpPort, "saw v1", 10*time.Second)
 	// Edit the plugin's source; a SIGHUP re-reads the directory.
 	plugin("v2")
 	reload <- struct{}{}
-	waitFor("saw v2")
+	waitAnswer(t, httpPort, "saw v2", 10*time.Second)
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit code %d", code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("proxy did not exit after cancellation")
-	}
+	waitExit(t, done)
 
 	for _, tc := range []struct{ args []string }{
 		{[]string{"--config", path, "--plugin-dir", "nodir"}},
